@@ -1,0 +1,65 @@
+"""The exception tree of mstudy.
+
+::
+
+    MstudyError                      base of everything mstudy raises on purpose
+    ├── ConfigError                  a study config (TOML or Python) is wrong; names the line/field
+    ├── PluginError                  a plugin cannot be found or built
+    │   ├── PluginNotFoundError      no plugin of that kind and name
+    │   ├── AmbiguousPluginError     two distributions register one name; use ``dist:name``
+    │   └── PluginLoadError          the plugin's module failed to import (names dist + version)
+    ├── RecordError                  a source record is unusable; names the record id and field
+    ├── TemplateError                a template does not parse or render
+    ├── TeacherError                 a teacher backend failed as a whole (not one request)
+    └── SinkError                    a sink could not write or commit its output
+
+Errors about one record during a run do not stop the run: they become
+:class:`~mstudy.records.Rejection` rows with the same message, counted by the report.
+"""
+
+from __future__ import annotations
+
+
+class MstudyError(Exception):
+    """Base class of every error mstudy raises on purpose."""
+
+
+class ConfigError(MstudyError, ValueError):
+    """A study configuration is invalid (unknown name, bad parameter, malformed TOML)."""
+
+
+class PluginError(MstudyError):
+    """A plugin cannot be found, imported or built."""
+
+
+class PluginNotFoundError(PluginError, LookupError):
+    """No plugin of the requested kind and name is installed."""
+
+
+class AmbiguousPluginError(PluginError, LookupError):
+    """Two or more distributions register the same name; ``dist:name`` picks one."""
+
+
+class PluginLoadError(PluginError, ImportError):
+    """The plugin's entry point failed to import."""
+
+
+class RecordError(MstudyError, ValueError):
+    """A source record cannot be used: missing field, wrong type, undecodable line."""
+
+    def __init__(self, message: str, *, record_id: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.record_id = record_id
+        self.field = field
+
+
+class TemplateError(MstudyError, ValueError):
+    """A template is malformed or refers to a variable that is not there."""
+
+
+class TeacherError(MstudyError, RuntimeError):
+    """A teacher backend cannot work at all (model missing, server down for good)."""
+
+
+class SinkError(MstudyError, OSError):
+    """A sink could not write or commit its output."""

@@ -1,0 +1,337 @@
+"""The values that flow along the data path: Record -> Request -> Completion -> Example | Rejection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mstudy.errors import RecordError
+from mstudy.hashing import stable_hash
+
+FinishReason = Literal["stop", "length", "error"]
+RESERVED_COLUMNS = frozenset({"id", "source_id", "strategy", "provenance"})
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One source row: a stable ``id`` and its fields.
+
+    The id is taken from the data (``id_field``) when present, otherwise it is a content hash of
+    the fields, identical across runs, processes and machines.
+    """
+
+    id: str
+    fields: Mapping[str, Any]
+    index: int = 0
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], index: int = 0, id_field: str = "id") -> Record:
+        """Build a record from a source row, deriving its id."""
+        if not isinstance(data, Mapping):
+            raise RecordError(
+                f"record #{index}: expected a mapping of fields, got {type(data).__name__}",
+                record_id=f"#{index}",
+            )
+        fields = dict(data)
+        if id_field in fields and fields[id_field] is not None:
+            raw = fields[id_field]
+            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+                raise RecordError(
+                    f"record #{index}: field {id_field!r} must be a string or integer id, "
+                    f"got {type(raw).__name__}",
+                    record_id=f"#{index}",
+                    field=id_field,
+                )
+            record_id = str(raw)
+            if not record_id.strip():
+                raise RecordError(
+                    f"record #{index}: field {id_field!r} is empty", record_id=f"#{index}",
+                    field=id_field,
+                )
+        else:
+            record_id = stable_hash(fields)
+        return cls(id=record_id, fields=fields, index=index)
+
+    def text(self, name: str, *, max_chars: int | None = None) -> str:
+        """Return field ``name`` as a non-empty string, or raise a RecordError naming it."""
+        if name not in self.fields:
+            available = ", ".join(sorted(map(str, self.fields))) or "none"
+            raise RecordError(
+                f"record {self.id!r}: missing field {name!r} (fields present: {available})",
+                record_id=self.id,
+                field=name,
+            )
+        value = self.fields[name]
+        if not isinstance(value, str):
+            raise RecordError(
+                f"record {self.id!r}: field {name!r} must be a string, got {type(value).__name__}",
+                record_id=self.id,
+                field=name,
+            )
+        if not value.strip():
+            raise RecordError(
+                f"record {self.id!r}: field {name!r} is empty", record_id=self.id, field=name
+            )
+        if max_chars is not None and len(value) > max_chars:
+            raise RecordError(
+                f"record {self.id!r}: field {name!r} has {len(value)} characters, "
+                f"more than the limit of {max_chars}",
+                record_id=self.id,
+                field=name,
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling settings of one request. ``seed`` makes sampling reproducible where supported."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop),
+        }
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> GenerationParams:
+        """Build from a mapping; unknown keys raise a ValueError naming them."""
+        if not data:
+            return cls()
+        known = {"max_new_tokens", "temperature", "top_p", "seed", "stop"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown generation parameter(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(known))}"
+            )
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A chat request to a teacher, for one sample of one record under one strategy.
+
+    ``key`` is a content hash of everything that shapes the reply (messages, params, sample,
+    prefill); completions carry it back, so they may arrive in any order. ``prefill`` is text
+    the reply is forced to begin with. ``variables`` are the rendered template's inputs, kept
+    for parsers and scripted teachers; they do not enter the key.
+    """
+
+    messages: tuple[Message, ...]
+    params: GenerationParams = field(default_factory=GenerationParams)
+    sample: int = 0
+    prefill: str | None = None
+    source_id: str = ""
+    strategy: str = ""
+    strategy_version: str = ""
+    variables: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    key: str = field(init=False, default="")
+    template_hash: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        rendered = {
+            "messages": [m.to_dict() for m in self.messages],
+            "prefill": self.prefill,
+        }
+        object.__setattr__(self, "template_hash", stable_hash(rendered))
+        object.__setattr__(
+            self,
+            "key",
+            stable_hash({**rendered, "params": self.params.to_dict(), "sample": self.sample}, 32),
+        )
+
+    @property
+    def seed(self) -> int | None:
+        """Per-sample seed derived from ``params.seed``: distinct samples, reproducible runs."""
+        if self.params.seed is None:
+            return None
+        return int(stable_hash([self.params.seed, self.sample, self.template_hash], 8), 16) % (
+            2**31 - 1
+        )
+
+    def chat(self) -> list[dict[str, str]]:
+        """Messages as plain dicts, the shape chat templates and APIs take."""
+        return [m.to_dict() for m in self.messages]
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A teacher's reply to one request, matched to it by ``key``.
+
+    ``text`` includes the request's prefill when there was one. ``finish_reason`` is
+    ``"error"`` when the call failed for good; ``error`` then says why.
+    """
+
+    key: str
+    text: str
+    finish_reason: FinishReason = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    teacher: str = ""
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.finish_reason != "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where an example came from; every output row carries one."""
+
+    source_id: str
+    strategy: str
+    strategy_version: str
+    template_hash: str
+    teacher: str
+    params: Mapping[str, Any]
+    sample: int
+    finish_reason: str = "stop"
+    source_ids: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "source_ids": list(self.source_ids or (self.source_id,)),
+            "strategy": self.strategy,
+            "strategy_version": self.strategy_version,
+            "template_hash": self.template_hash,
+            "teacher": self.teacher,
+            "params": dict(self.params),
+            "sample": self.sample,
+            "finish_reason": self.finish_reason,
+        }
+
+
+@dataclass(slots=True)
+class Example:
+    """An accepted output row: the strategy's ``fields`` plus provenance."""
+
+    id: str
+    fields: dict[str, Any]
+    provenance: Provenance
+
+    @classmethod
+    def from_completion(
+        cls,
+        request: Request,
+        completion: Completion,
+        fields: Mapping[str, Any],
+        index: int = 0,
+        source_ids: tuple[str, ...] = (),
+    ) -> Example:
+        """Build an example for ``request``; ``index`` numbers several rows from one reply."""
+        clash = RESERVED_COLUMNS & set(fields)
+        if clash:
+            raise ValueError(f"example fields may not be named {', '.join(sorted(clash))}")
+        provenance = Provenance(
+            source_id=request.source_id,
+            strategy=request.strategy,
+            strategy_version=request.strategy_version,
+            template_hash=request.template_hash,
+            teacher=completion.teacher,
+            params=request.params.to_dict(),
+            sample=request.sample,
+            finish_reason=completion.finish_reason,
+            source_ids=source_ids,
+        )
+        example_id = stable_hash([request.source_id, request.strategy, request.key, index])
+        return cls(id=example_id, fields=dict(fields), provenance=provenance)
+
+    @property
+    def source_id(self) -> str:
+        return self.provenance.source_id
+
+    @property
+    def strategy(self) -> str:
+        return self.provenance.strategy
+
+    @property
+    def text(self) -> str:
+        """The example's ``text`` field ("" when it has none)."""
+        value = self.fields.get("text", "")
+        return value if isinstance(value, str) else str(value)
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat, JSON-ready row: id, source_id, strategy, the fields, provenance."""
+        return {
+            "id": self.id,
+            "source_id": self.source_id,
+            "strategy": self.strategy,
+            **self.fields,
+            "provenance": self.provenance.to_dict(),
+        }
+
+    def reject(self, stage: str, reason: str, detail: str = "") -> Rejection:
+        """A rejection of this example at ``stage``."""
+        return Rejection(
+            source_id=self.source_id,
+            stage=stage,
+            reason=reason,
+            detail=detail,
+            strategy=self.strategy,
+            row=self.to_row(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Something that did not become an example, and why.
+
+    ``stage`` is where it stopped (``input``, ``render``, ``teacher``, ``parse`` or
+    ``filter:<name>``); ``reason`` is a short stable category the report groups by and
+    ``detail`` the specifics (which field, what value).
+    """
+
+    source_id: str
+    stage: str
+    reason: str
+    detail: str = ""
+    strategy: str | None = None
+    field: str | None = None
+    row: Mapping[str, Any] | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "stage": self.stage,
+            "reason": self.reason,
+            "detail": self.detail,
+            "strategy": self.strategy,
+            "field": self.field,
+            "row": dict(self.row) if self.row is not None else None,
+        }
