@@ -1,4 +1,127 @@
-"""mstudy: machine studying."""
-from mstudy._version import __version__
+"""mstudy: machine studying.
 
-__all__ = ["__version__"]
+A teacher model studies a training set before a student is trained on it: it writes
+explanations, reversed statements, paraphrases and step-by-step solutions, which are
+validated, filtered and stored with provenance::
+
+    import mstudy
+
+    study = mstudy.Study("default", ["reverse", "paraphrase"], sinks=["out/enriched.jsonl"])
+    report = study.run("facts.jsonl")
+
+Importing this package is cheap: torch, transformers and datasets load only when a feature
+needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mstudy._version import __version__
+from mstudy.errors import (
+    AmbiguousPluginError,
+    ConfigError,
+    MstudyError,
+    PluginError,
+    PluginLoadError,
+    PluginNotFoundError,
+    RecordError,
+    SinkError,
+    TeacherError,
+    TemplateError,
+)
+from mstudy.filters import ExactDedup, LengthFilter, RowFilter
+from mstudy.interfaces import Filter, Sink, Strategy, Teacher
+from mstudy.records import (
+    Completion,
+    Example,
+    GenerationParams,
+    Message,
+    Provenance,
+    Record,
+    Rejection,
+    Request,
+)
+from mstudy.report import Report
+from mstudy.strategies import (
+    ChainOfThought,
+    Explain,
+    Paraphrase,
+    Reject,
+    Reverse,
+    TemplateStrategy,
+)
+from mstudy.study import Study, StudyRun
+from mstudy.teachers.scripted import ScriptedTeacher
+
+if TYPE_CHECKING:
+    from mstudy.sinks.hf import DatasetSink, SaveToDiskSink
+    from mstudy.sinks.jsonl import JSONLSink
+    from mstudy.sinks.parquet import ParquetSink
+
+_LAZY = {
+    "JSONLSink": "mstudy.sinks.jsonl",
+    "ParquetSink": "mstudy.sinks.parquet",
+    "DatasetSink": "mstudy.sinks.hf",
+    "SaveToDiskSink": "mstudy.sinks.hf",
+    "TransformersTeacher": "mstudy.teachers.transformers",
+    "RemoteTeacher": "mstudy.teachers.remote",
+    "default_teacher": "mstudy.teachers.default",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavier public names on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mstudy' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "AmbiguousPluginError",
+    "ChainOfThought",
+    "Completion",
+    "ConfigError",
+    "DatasetSink",
+    "ExactDedup",
+    "Example",
+    "Explain",
+    "Filter",
+    "GenerationParams",
+    "JSONLSink",
+    "LengthFilter",
+    "Message",
+    "MstudyError",
+    "Paraphrase",
+    "ParquetSink",
+    "PluginError",
+    "PluginLoadError",
+    "PluginNotFoundError",
+    "Provenance",
+    "Record",
+    "RecordError",
+    "Reject",
+    "Rejection",
+    "RemoteTeacher",
+    "Report",
+    "Request",
+    "Reverse",
+    "RowFilter",
+    "SaveToDiskSink",
+    "ScriptedTeacher",
+    "Sink",
+    "SinkError",
+    "Strategy",
+    "Study",
+    "StudyRun",
+    "Teacher",
+    "TeacherError",
+    "TemplateError",
+    "TemplateStrategy",
+    "TransformersTeacher",
+    "__version__",
+    "default_teacher",
+]

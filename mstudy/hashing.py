@@ -34,7 +34,11 @@ def _canonical(value: Any) -> Any:
 def canonical_json(value: Any) -> str:
     """JSON text with sorted keys and no insignificant whitespace."""
     return json.dumps(
-        _canonical(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        _canonical(value),
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        allow_nan=False,
     )
 
 

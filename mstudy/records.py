@@ -1,4 +1,4 @@
-"""The values that flow along the data path: Record -> Request -> Completion -> Example | Rejection."""
+"""The values on the data path: Record -> Request -> Completion -> Example | Rejection."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ class Record:
             record_id = str(raw)
             if not record_id.strip():
                 raise RecordError(
-                    f"record #{index}: field {id_field!r} is empty", record_id=f"#{index}",
+                    f"record #{index}: field {id_field!r} is empty",
+                    record_id=f"#{index}",
                     field=id_field,
                 )
         else:

@@ -1,0 +1,232 @@
+"""Run statistics: what went in, what the teacher did, what was kept and what was turned down."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mstudy.records import Completion, Rejection
+
+SAMPLES_PER_REASON = 3
+
+
+@dataclass
+class StrategyStats:
+    """Counts for one strategy."""
+
+    requests: int = 0
+    completions: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    accepted: int = 0
+    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "completions": self.completions,
+            "cached": self.cached,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "accepted": self.accepted,
+            "rejected": sum(self.rejected.values()),
+            "rejected_by": [
+                {"stage": s, "reason": r, "count": c} for (s, r), c in self.rejected.most_common()
+            ],
+        }
+
+
+@dataclass
+class FilterStats:
+    """Counts for one filter: examples it saw and those it took out, by reason."""
+
+    checked: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Report:
+    """Statistics of one study run. ``str(report)`` is a readable table."""
+
+    records: int = 0
+    input_rejected: Counter[str] = field(default_factory=Counter)
+    strategies: dict[str, StrategyStats] = field(default_factory=dict)
+    filters: dict[str, FilterStats] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    elapsed: float = 0.0
+    status: str = "running"
+    _t0: float = field(default_factory=time.perf_counter, repr=False)
+    _sampled: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
+
+    # -- recording ------------------------------------------------------------------------
+
+    def strategy(self, name: str) -> StrategyStats:
+        stats = self.strategies.get(name)
+        if stats is None:
+            stats = self.strategies[name] = StrategyStats()
+        return stats
+
+    def count_completion(self, strategy: str, completion: Completion) -> None:
+        stats = self.strategy(strategy)
+        stats.completions += 1
+        stats.cached += completion.cached
+        stats.prompt_tokens += completion.prompt_tokens
+        stats.completion_tokens += completion.completion_tokens
+
+    def count_rejection(self, rejection: Rejection) -> None:
+        if rejection.stage == "input" or rejection.strategy is None:
+            self.input_rejected[rejection.reason] += 1
+        else:
+            self.strategy(rejection.strategy).rejected[(rejection.stage, rejection.reason)] += 1
+        if rejection.stage.startswith("filter:"):
+            self.filters.setdefault(rejection.stage[7:], FilterStats()).rejected[
+                rejection.reason
+            ] += 1
+        key = (rejection.stage, rejection.reason)
+        if self._sampled[key] < SAMPLES_PER_REASON:
+            self._sampled[key] += 1
+            self.samples.append(rejection.to_row())
+
+    def finish(self, status: str = "done") -> None:
+        self.elapsed = time.perf_counter() - self._t0
+        self.status = status
+
+    def tick(self) -> None:
+        """Refresh ``elapsed`` while running."""
+        self.elapsed = time.perf_counter() - self._t0
+
+    # -- totals ---------------------------------------------------------------------------
+
+    @property
+    def accepted(self) -> int:
+        return sum(s.accepted for s in self.strategies.values())
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.input_rejected.values()) + sum(
+            sum(s.rejected.values()) for s in self.strategies.values()
+        )
+
+    @property
+    def requests(self) -> int:
+        return sum(s.requests for s in self.strategies.values())
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(s.prompt_tokens for s in self.strategies.values())
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.strategies.values())
+
+    @property
+    def cached(self) -> int:
+        return sum(s.cached for s in self.strategies.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "status": self.status,
+            "records": self.records,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "requests": self.requests,
+            "cached": self.cached,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "elapsed_s": round(self.elapsed, 3),
+            "input_rejected": dict(self.input_rejected),
+            "strategies": {k: v.to_dict() for k, v in self.strategies.items()},
+            "filters": {
+                k: {"checked": v.checked, "rejected": dict(v.rejected)}
+                for k, v in self.filters.items()
+            },
+            "rejection_samples": self.samples,
+        }
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def _rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        rows = []
+        for name, s in self.strategies.items():
+            tokens = f"{s.prompt_tokens}/{s.completion_tokens}"
+            rows.append(
+                (
+                    name,
+                    str(s.requests),
+                    str(s.cached),
+                    tokens,
+                    str(s.accepted),
+                    str(sum(s.rejected.values())),
+                )
+            )
+        return rows
+
+    def _reasons(self) -> list[tuple[str, str, str, int]]:
+        out = [("(input)", "input", r, c) for r, c in self.input_rejected.most_common()]
+        for name, s in self.strategies.items():
+            out.extend((name, stage, reason, c) for (stage, reason), c in s.rejected.most_common())
+        return out
+
+    def __str__(self) -> str:
+        head = ("strategy", "requests", "cached", "tokens in/out", "accepted", "rejected")
+        rows = [head, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = [
+            f"mstudy report: {self.status}, {self.records} records, {self.accepted} accepted, "
+            f"{self.rejected} rejected, {self.elapsed:.1f}s"
+        ]
+        for i, row in enumerate(rows):
+            lines.append(
+                "  ".join(
+                    c.ljust(w) if j == 0 else c.rjust(w)
+                    for j, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        reasons = self._reasons()
+        if reasons:
+            lines.append("rejections:")
+            lines.extend(
+                f"  {n:<12} {stage:<16} {count:>7}  {reason}" for n, stage, reason, count in reasons
+            )
+        for name, f in self.filters.items():
+            lines.append(f"filter {name}: checked {f.checked}, rejected {sum(f.rejected.values())}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"Report(status={self.status!r}, records={self.records}, accepted={self.accepted}, "
+            f"rejected={self.rejected}, requests={self.requests}, elapsed={self.elapsed:.2f}s)"
+        )
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        head = "".join(
+            f"<th>{h}</th>"
+            for h in ("strategy", "requests", "cached", "tokens in/out", "accepted", "rejected")
+        )
+        body = "".join(
+            "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in self._rows()
+        )
+        reasons = "".join(
+            f"<tr><td>{esc(n)}</td><td>{esc(s)}</td><td>{esc(r)}</td><td>{c}</td></tr>"
+            for n, s, r, c in self._reasons()
+        )
+        reason_table = (
+            "<details><summary>rejections by reason</summary><table><tr><th>strategy</th>"
+            f"<th>stage</th><th>reason</th><th>count</th></tr>{reasons}</table></details>"
+            if reasons
+            else ""
+        )
+        return (
+            f"<div><b>mstudy report</b>: {esc(self.status)}, {self.records} records, "
+            f"{self.accepted} accepted, {self.rejected} rejected, {self.elapsed:.1f}s"
+            f"<table><tr>{head}</tr>{body}</table>{reason_table}</div>"
+        )

@@ -1,0 +1,248 @@
+"""``TemplateStrategy``: the helper that makes a "template + parser" strategy a few lines.
+
+A subclass sets ``name``, ``version``, the record roles it needs, a jinja2 ``template`` for the
+user message (plus optional ``system`` and few-shot ``examples``) and implements ``check``::
+
+    class Quiz(TemplateStrategy):
+        name = "quiz"
+        version = "1"
+        roles = ("text",)
+        template = "Write one quiz question about this fact.\\nFact: {{ text }}"
+
+        def check(self, variables, text):
+            question = first_line(text)
+            if not question.endswith("?"):
+                return Reject("not a question", question[:80])
+            return {"input": variables["text"], "text": question}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from mstudy.errors import RecordError
+from mstudy.hashing import stable_hash
+from mstudy.records import (
+    Completion,
+    Example,
+    GenerationParams,
+    Message,
+    Record,
+    Rejection,
+    Request,
+)
+from mstudy.templates import render
+from mstudy.text import is_refusal, normalize
+
+FewShot = tuple[Mapping[str, str], str]
+"""A few-shot example: the variables its user turn is rendered with, and the ideal reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """What ``check`` returns to turn a reply down: a short stable reason and the specifics."""
+
+    reason: str
+    detail: str = ""
+
+
+class TemplateStrategy:
+    """A strategy made of a chat template and a reply checker.
+
+    Parameters (all optional):
+        n: samples per record (each a separate request with its own sample index).
+        template / system / examples: override the user template, the system message and
+            the few-shot examples (a sequence of ``(variables, reply)`` pairs).
+        fields: role -> record field, e.g. ``{"text": "sentence"}``.
+        params: generation parameters (a :class:`GenerationParams` or a mapping).
+        prefill: a template for the start of the reply (``""`` turns the default off).
+        accept_truncated: keep replies cut off at ``max_new_tokens``.
+        max_input_chars: reject records whose fields are longer than this.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    roles: ClassVar[tuple[str, ...]] = ("text",)
+    optional_roles: ClassVar[tuple[str, ...]] = ()
+    system: ClassVar[str | None] = None
+    template: ClassVar[str] = "{{ text }}"
+    examples: ClassVar[Sequence[FewShot]] = ()
+    prefill: ClassVar[str | None] = None
+    default_params: ClassVar[GenerationParams] = GenerationParams()
+
+    def __init__(
+        self,
+        *,
+        n: int = 1,
+        template: str | None = None,
+        system: str | None = None,
+        examples: Sequence[FewShot] | Sequence[Mapping[str, Any]] | None = None,
+        fields: Mapping[str, str] | None = None,
+        params: GenerationParams | Mapping[str, Any] | None = None,
+        prefill: str | None = None,
+        accept_truncated: bool = False,
+        max_input_chars: int = 20_000,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"{self.name}: n must be >= 1, got {n}")
+        self.n = n
+        self._template = self.template if template is None else template
+        self._system = self.system if system is None else (system or None)
+        self._examples = tuple(
+            _few_shot(e) for e in (self.examples if examples is None else examples)
+        )
+        self._prefill = self.prefill if prefill is None else (prefill or None)
+        known = set(self.roles) | set(self.optional_roles)
+        mapping = dict(fields or {})
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown role(s) {', '.join(unknown)} in fields; "
+                f"roles: {', '.join(sorted(known))}"
+            )
+        self.fields = {
+            role: mapping.get(role, role) for role in (*self.roles, *self.optional_roles)
+        }
+        if isinstance(params, GenerationParams):
+            self.params = params
+        else:
+            merged = {**self.default_params.to_dict(), **dict(params or {})}
+            self.params = GenerationParams.from_mapping(merged)
+        self.accept_truncated = accept_truncated
+        self.max_input_chars = max_input_chars
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything about this strategy that shapes its requests or its verdicts."""
+        return stable_hash(
+            {
+                "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                "name": self.name,
+                "version": self.version,
+                "template": self._template,
+                "system": self._system,
+                "examples": [[dict(v), r] for v, r in self._examples],
+                "prefill": self._prefill,
+                "fields": self.fields,
+                "params": self.params.to_dict(),
+                "n": self.n,
+                "settings": self.settings(),
+            }
+        )
+
+    def settings(self) -> Mapping[str, Any]:
+        """Parser settings that change verdicts (subclasses add theirs)."""
+        return {"accept_truncated": self.accept_truncated, "max_input_chars": self.max_input_chars}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, n={self.n}, fields={self.fields!r})"
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def variables(self, record: Record) -> dict[str, Any]:
+        """The template variables for ``record``: required roles checked, optional ones or None."""
+        values: dict[str, Any] = {}
+        for role in self.roles:
+            values[role] = record.text(self.fields[role], max_chars=self.max_input_chars)
+        for role in self.optional_roles:
+            name = self.fields[role]
+            raw = record.fields.get(name)
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                values[role] = None
+            elif isinstance(raw, (int, float)) and not isinstance(raw, bool) and role == "answer":
+                values[role] = str(raw)
+            else:
+                values[role] = record.text(name, max_chars=self.max_input_chars)
+        return values
+
+    def messages(self, variables: Mapping[str, Any]) -> tuple[Message, ...]:
+        """System message, few-shot turns, then the user turn for ``variables``."""
+        out: list[Message] = []
+        if self._system:
+            out.append(Message("system", render(self._system, variables)))
+        for shot_vars, reply in self._examples:
+            full = {**dict.fromkeys(self.optional_roles), **shot_vars}
+            out.append(Message("user", render(self._template, full)))
+            out.append(Message("assistant", reply))
+        out.append(Message("user", render(self._template, variables)))
+        return tuple(out)
+
+    def requests(self, record: Record) -> list[Request]:
+        """One request per sample for ``record``; RecordError when a needed field is unusable."""
+        variables = self.variables(record)
+        messages = self.messages(variables)
+        prefill = render(self._prefill, variables).strip() if self._prefill else None
+        return [
+            Request(
+                messages=messages,
+                params=self.params,
+                sample=i,
+                prefill=prefill or None,
+                source_id=record.id,
+                strategy=self.name,
+                strategy_version=self.version,
+                variables=variables,
+            )
+            for i in range(self.n)
+        ]
+
+    # -- parsing --------------------------------------------------------------------------
+
+    def parse(
+        self, record: Record, request: Request, completion: Completion
+    ) -> list[Example | Rejection]:
+        """Common checks (error, truncation, refusal, empty), then ``check`` for the rest."""
+
+        def reject(
+            reason: str, detail: str = "", stage: str = "parse"
+        ) -> list[Example | Rejection]:
+            row = {"reply": completion.text, "finish_reason": completion.finish_reason}
+            return [Rejection(record.id, stage, reason, detail, self.name, None, row)]
+
+        if not completion.ok:
+            return reject("teacher error", completion.error or "", stage="teacher")
+        if completion.finish_reason == "length" and not self.accept_truncated:
+            return reject("truncated", f"reply hit max_new_tokens={request.params.max_new_tokens}")
+        text = completion.text.strip()
+        if not text:
+            return reject("empty reply")
+        if is_refusal(text):
+            return reject("refusal", text[:120])
+        variables = dict(request.variables) or self.variables(record)
+        verdict = self.check(variables, text)
+        if isinstance(verdict, Reject):
+            return reject(verdict.reason, verdict.detail)
+        rows = [verdict] if isinstance(verdict, Mapping) else list(verdict)
+        return [
+            Example.from_completion(request, completion, fields, i) for i, fields in enumerate(rows)
+        ]
+
+    def check(
+        self, variables: Mapping[str, Any], text: str
+    ) -> Mapping[str, Any] | Sequence[Mapping[str, Any]] | Reject:
+        """Validate a reply: return the example's fields (or several), or a :class:`Reject`."""
+        return {"input": variables.get("text"), "text": text, "answer": None}
+
+
+def _few_shot(item: FewShot | Mapping[str, Any]) -> FewShot:
+    """Accept ``(variables, reply)`` pairs or ``{"reply": ..., **variables}`` tables (TOML)."""
+    if isinstance(item, Mapping):
+        data = dict(item)
+        if "reply" not in data:
+            raise ValueError("a few-shot example given as a table needs a 'reply' key")
+        reply = data.pop("reply")
+        return ({str(k): str(v) for k, v in data.items()}, str(reply))
+    variables, reply = item
+    return (dict(variables), reply)
+
+
+def is_copy(text: str, source: str) -> bool:
+    """Whether ``text`` says nothing but ``source`` again (ignoring case and punctuation)."""
+    return normalize(text) == normalize(source)
+
+
+__all__ = ["FewShot", "RecordError", "Reject", "TemplateStrategy", "is_copy"]

@@ -1,0 +1,372 @@
+"""``Study``: composes a teacher, strategies, filters and sinks, and runs the data path.
+
+::
+
+    source -> Record -> Strategy.requests -> Teacher.generate -> Strategy.parse -> Filters -> Sinks
+
+The loop streams: records are read only as fast as the teacher asks for requests, so memory
+holds the teacher's window, not the dataset. Completions may come back in any order; each is
+matched to its request by key. Identical requests in flight together are sent once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mstudy.errors import MstudyError, RecordError, TeacherError, TemplateError
+from mstudy.interfaces import Filter, Sink, Strategy, Teacher
+from mstudy.records import Example, Record, Rejection, Request
+from mstudy.report import FilterStats, Report
+
+if TYPE_CHECKING:
+    import datasets
+
+log = logging.getLogger("mstudy")
+
+Source = Any
+"""An iterable of dicts, a ``datasets.Dataset``/``IterableDataset``, a JSONL/Parquet path."""
+
+WRITE_CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    record: Record
+    strategy: Strategy
+    request: Request
+
+
+def _build(kind: str, spec: Any) -> Any:
+    if isinstance(spec, str):
+        from mstudy import plugins
+
+        return plugins.create(kind, spec)
+    return spec
+
+
+def _as_sink(spec: Sink | str | Path) -> Sink:
+    if isinstance(spec, Path) or (isinstance(spec, str) and spec.endswith((".jsonl", ".parquet"))):
+        path = Path(spec)
+        if path.suffix == ".parquet":
+            from mstudy.sinks.parquet import ParquetSink
+
+            return ParquetSink(path)
+        from mstudy.sinks.jsonl import JSONLSink
+
+        return JSONLSink(path)
+    built: Sink = _build("sinks", spec)
+    return built
+
+
+class Study:
+    """A teacher studying a dataset with strategies; filters select, sinks store.
+
+    Args:
+        teacher: a Teacher object or a plugin name (``"scripted"``, ``"default"``, ...).
+        strategies: Strategy objects or plugin names.
+        filters: Filter objects or plugin names, applied in order to every example.
+        sinks: where accepted rows go: Sink objects, plugin names, or ``.jsonl``/``.parquet``
+            paths.
+        rejects: where rejected rows go (same forms). Rejections are always counted in the
+            report, with a few samples per reason, whether or not this is set.
+        id_field: the record field holding a stable id (a content hash when absent).
+        progress: show a progress bar; ``None`` shows one when stderr is a terminal.
+    """
+
+    def __init__(
+        self,
+        teacher: Teacher | str,
+        strategies: Sequence[Strategy | str],
+        filters: Sequence[Filter | str] = (),
+        sinks: Sequence[Sink | str | Path] = (),
+        rejects: Sink | str | Path | None = None,
+        *,
+        id_field: str = "id",
+        progress: bool | None = None,
+    ) -> None:
+        self.teacher: Teacher = _build("teachers", teacher)
+        if isinstance(strategies, (str, bytes)) or not isinstance(strategies, Sequence):
+            raise TypeError("strategies must be a list of strategies or names")
+        if not strategies:
+            raise ValueError("a study needs at least one strategy")
+        self.strategies: list[Strategy] = [_build("strategies", s) for s in strategies]
+        names = [s.name for s in self.strategies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two strategies share a name: {names}; give each a distinct name")
+        self.filters: list[Filter] = [_build("filters", f) for f in filters]
+        self._sink_specs = list(sinks)
+        self._rejects_spec = rejects
+        self.id_field = id_field
+        self.progress = progress
+        self.last_report: Report | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Study(teacher={self.teacher!r}, strategies={[s.name for s in self.strategies]}, "
+            f"filters={[f.name for f in self.filters]})"
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    def stream(self, source: Source, *, limit: int | None = None) -> StudyRun:
+        """Examples and Rejections as they are decided; ``.report`` fills in as it goes."""
+        return StudyRun(self, source, limit=limit)
+
+    def iter(self, source: Source, *, limit: int | None = None) -> Iterator[Example]:
+        """Accepted examples, streamed. Rejections are counted in ``study.last_report``."""
+        run = self.stream(source, limit=limit)
+        for item in run:
+            if isinstance(item, Example):
+                yield item
+
+    def run(self, source: Source, *, limit: int | None = None) -> Report:
+        """Run the study, writing accepted rows to the sinks and rejections to ``rejects``.
+
+        Sinks are committed only when the run completes; on an error they are aborted (no
+        half-written file at the target path) and the error is raised.
+        """
+        sinks = [_as_sink(s) for s in self._sink_specs]
+        rejects = _as_sink(self._rejects_spec) if self._rejects_spec is not None else None
+        opened: list[Sink] = [*sinks, *([rejects] if rejects is not None else [])]
+        run = self.stream(source, limit=limit)
+        accepted: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        try:
+            for item in run:
+                if isinstance(item, Example):
+                    accepted.append(item.to_row())
+                    if len(accepted) >= WRITE_CHUNK:
+                        _write(sinks, accepted)
+                elif rejects is not None:
+                    rejected.append(item.to_row())
+                    if len(rejected) >= WRITE_CHUNK:
+                        _write([rejects], rejected)
+            _write(sinks, accepted)
+            if rejects is not None:
+                _write([rejects], rejected)
+            for sink in opened:
+                sink.close()
+        except BaseException:
+            run.report.finish("failed")
+            for sink in opened:
+                try:
+                    sink.abort()
+                except Exception:  # keep the original error
+                    log.exception("could not abort sink %r", sink)
+            raise
+        return run.report
+
+    def to_dataset(self, source: Source, *, limit: int | None = None) -> datasets.Dataset:
+        """Run the study (sinks included) and also return the accepted rows as a Dataset."""
+        from mstudy.sinks.hf import DatasetSink
+
+        sink = DatasetSink()
+        self._sink_specs.append(sink)
+        try:
+            self.run(source, limit=limit)
+        finally:
+            self._sink_specs.remove(sink)
+        return sink.dataset
+
+
+def _write(sinks: Sequence[Sink], rows: list[dict[str, Any]]) -> None:
+    if rows:
+        for sink in sinks:
+            sink.write(rows)
+        rows.clear()
+
+
+class StudyRun(Iterator[Example | Rejection]):
+    """One pass of a study over a source: iterate it for Examples and Rejections."""
+
+    def __init__(self, study: Study, source: Source, *, limit: int | None = None) -> None:
+        self.study = study
+        self.source = source
+        self.limit = limit
+        self.report = Report()
+        study.last_report = self.report
+        for strategy in study.strategies:
+            self.report.strategy(strategy.name)
+        for filt in study.filters:
+            self.report.filters.setdefault(filt.name, FilterStats())
+        self._items = self._run()
+
+    def __iter__(self) -> StudyRun:
+        return self
+
+    def __next__(self) -> Example | Rejection:
+        return next(self._items)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _records(self) -> Iterator[Record | Rejection]:
+        from mstudy.sources import iter_source
+
+        items = iter_source(self.source, id_field=self.study.id_field)
+        if self.limit is not None:
+            items = itertools.islice(items, self.limit)
+        yield from items
+
+    def _run(self) -> Iterator[Example | Rejection]:
+        study, report = self.study, self.report
+        pending: dict[str, list[_Pending]] = {}
+        outbox: deque[Example | Rejection] = deque()
+        bar = _progress_bar(study.progress, self.source, self.limit)
+
+        def requests() -> Iterator[Request]:
+            for item in self._records():
+                if bar is not None:
+                    bar.update(1)
+                if isinstance(item, Rejection):
+                    outbox.append(item)
+                    continue
+                report.records += 1
+                for strategy in study.strategies:
+                    try:
+                        batch = strategy.requests(item)
+                    except (RecordError, TemplateError, ValueError) as exc:
+                        outbox.append(_render_rejection(item, strategy, exc))
+                        continue
+                    report.strategy(strategy.name).requests += len(batch)
+                    for request in batch:
+                        waiting = pending.get(request.key)
+                        if waiting is not None:
+                            waiting.append(_Pending(item, strategy, request))
+                            continue
+                        pending[request.key] = [_Pending(item, strategy, request)]
+                        yield request
+
+        try:
+            for completion in study.teacher.generate(requests()):
+                yield from _drain(outbox, report)
+                entries = pending.pop(completion.key, None)
+                if entries is None:
+                    raise TeacherError(
+                        f"teacher {study.teacher.name!r} returned a completion for an unknown "
+                        f"request key {completion.key!r}"
+                    )
+                for entry in entries:
+                    report.count_completion(entry.strategy.name, completion)
+                    for result in self._parse(entry, completion):
+                        yield self._account(result)
+                if bar is not None:
+                    _show_rates(bar, report)
+            yield from _drain(outbox, report)
+            for entries in pending.values():
+                for entry in entries:
+                    yield self._account(
+                        Rejection(
+                            entry.record.id,
+                            "teacher",
+                            "no completion",
+                            "the teacher returned nothing for this request",
+                            entry.strategy.name,
+                        )
+                    )
+            pending.clear()
+            report.finish("done")
+        except GeneratorExit:
+            report.finish("stopped")
+            raise
+        except BaseException:
+            report.finish("failed")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _parse(self, entry: _Pending, completion: Any) -> list[Example | Rejection]:
+        strategy = entry.strategy
+        try:
+            results = list(strategy.parse(entry.record, entry.request, completion))
+        except MstudyError as exc:
+            return [Rejection(entry.record.id, "parse", "parser error", str(exc), strategy.name)]
+        except Exception as exc:  # a plugin's bug must not sink the whole run unseen
+            log.warning("strategy %r failed to parse a completion: %r", strategy.name, exc)
+            return [
+                Rejection(
+                    entry.record.id,
+                    "parse",
+                    "parser error",
+                    f"{type(exc).__name__}: {exc}",
+                    strategy.name,
+                )
+            ]
+        out: list[Example | Rejection] = []
+        for result in results:
+            if isinstance(result, Example):
+                result = self._filter(result)
+            out.append(result)
+        return out
+
+    def _filter(self, example: Example) -> Example | Rejection:
+        for filt in self.study.filters:
+            self.report.filters[filt.name].checked += 1
+            try:
+                verdict = filt.check(example)
+            except Exception as exc:
+                log.warning("filter %r failed on example %s: %r", filt.name, example.id, exc)
+                return example.reject(
+                    f"filter:{filt.name}", "filter error", f"{type(exc).__name__}: {exc}"
+                )
+            if isinstance(verdict, Rejection):
+                return verdict
+            example = verdict
+        return example
+
+    def _account(self, item: Example | Rejection) -> Example | Rejection:
+        if isinstance(item, Example):
+            self.report.strategy(item.strategy).accepted += 1
+        else:
+            self.report.count_rejection(item)
+        return item
+
+
+def _drain(outbox: deque[Example | Rejection], report: Report) -> Iterator[Example | Rejection]:
+    while outbox:
+        item = outbox.popleft()
+        if isinstance(item, Rejection):
+            report.count_rejection(item)
+        yield item
+
+
+def _render_rejection(record: Record, strategy: Strategy, exc: Exception) -> Rejection:
+    field = getattr(exc, "field", None)
+    if isinstance(exc, RecordError):
+        reason = "missing field" if "missing field" in str(exc) else "bad field"
+    elif isinstance(exc, TemplateError):
+        reason = "template error"
+    else:
+        reason = "bad record"
+    return Rejection(record.id, "render", reason, str(exc), strategy.name, field)
+
+
+def _show_rates(bar: Any, report: Report) -> None:
+    elapsed = max(float(bar.format_dict.get("elapsed", 0.0)), 1e-9)
+    rate = report.completion_tokens / elapsed
+    bar.set_postfix(accepted=report.accepted, tok_s=f"{rate:.0f}", refresh=False)
+
+
+def _progress_bar(enabled: bool | None, source: Source, limit: int | None) -> Any:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    from mstudy.sources import source_length
+
+    total = source_length(source)
+    if limit is not None:
+        total = min(total, limit) if total is not None else limit
+    return tqdm(total=total, unit="rec", desc="studying", dynamic_ncols=True)
+
+
+__all__ = ["Source", "Study", "StudyRun"]

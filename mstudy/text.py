@@ -1,0 +1,102 @@
+"""Text normalisation and the small checks that parsers and filters share."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from fractions import Fraction
+
+_SPACE = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+_LABEL = re.compile(
+    r"^\s*(?:reversed(?: fact| statement)?|paraphrase|rewritten(?: fact)?|answer|output|"
+    r"explanation|response|solution)\s*:\s*",
+    re.IGNORECASE,
+)
+_REFUSAL = re.compile(
+    r"^\s*(?:i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can not|i'?m unable|i am unable|"
+    r"i won'?t|i will not|unfortunately,? i)|\bas an ai\b|\bas a language model\b",
+    re.IGNORECASE,
+)
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"^[-+]?(?:\d+(?:,\d{3})*|\d*)(?:\.\d+)?(?:/\d+)?%?$")
+
+
+def normalize(text: str) -> str:
+    """Case-folded, NFKC, punctuation-free, single-spaced text: the key for "same text"."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = _PUNCT.sub(" ", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def collapse_space(text: str) -> str:
+    """Text with runs of white space folded to one space."""
+    return _SPACE.sub(" ", text).strip()
+
+
+def contains(haystack: str, needle: str) -> bool:
+    """Whether ``needle`` occurs in ``haystack``, ignoring case, punctuation and spacing."""
+    n = normalize(needle)
+    return bool(n) and f" {n} " in f" {normalize(haystack)} "
+
+
+def position(haystack: str, needle: str) -> int:
+    """Index of the first occurrence of ``needle`` in normalised ``haystack`` (-1 if absent)."""
+    n = normalize(needle)
+    if not n:
+        return -1
+    index = f" {normalize(haystack)} ".find(f" {n} ")
+    return index
+
+
+def strip_label(text: str) -> str:
+    """Remove a leading label such as ``Answer:`` and the quotes small models wrap replies in."""
+    text = _LABEL.sub("", text.strip(), count=1).strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'“”":
+        text = text[1:-1].strip()
+    if len(text) >= 2 and text[0] == "“" and text[-1] == "”":
+        text = text[1:-1].strip()
+    return text
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of ``text``, stripped."""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def is_refusal(text: str) -> bool:
+    """Whether the text reads like a refusal or AI boilerplate."""
+    return bool(_REFUSAL.search(text[:400]))
+
+
+def _as_number(text: str) -> Fraction | None:
+    cleaned = text.strip().rstrip(".").replace("$", "").replace(" ", "")
+    if not cleaned or not _NUMBER.match(cleaned):
+        return None
+    percent = cleaned.endswith("%")
+    cleaned = cleaned.rstrip("%").replace(",", "")
+    try:
+        value = Fraction(cleaned)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value / 100 if percent else value
+
+
+def normalize_answer(text: str) -> str:
+    """Canonical form of a short answer: numbers as exact fractions, words normalised."""
+    number = _as_number(text)
+    if number is not None:
+        return str(number)
+    words = _ARTICLES.sub(" ", normalize(text))
+    return _SPACE.sub(" ", words).strip()
+
+
+def answers_match(got: str, gold: str) -> bool:
+    """Whether two final answers agree after normalisation (``1,000`` == ``1000.0``)."""
+    a, b = _as_number(got), _as_number(gold)
+    if a is not None and b is not None:
+        return a == b
+    return normalize_answer(got) == normalize_answer(gold) != ""

@@ -1,0 +1,107 @@
+"""Records, requests and provenance: ids and keys users rely on to be stable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mstudy import Completion, Example, GenerationParams, Message, Record, RecordError, Request
+from mstudy.hashing import stable_hash
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(min_size=1).filter(lambda k: k != "id"), json_values, max_size=6))
+def test_content_id_ignores_key_order(fields: dict[str, object]) -> None:
+    forward = Record.from_mapping(fields)
+    backward = Record.from_mapping(dict(reversed(list(fields.items()))))
+    assert forward.id == backward.id
+
+
+def test_content_id_is_the_same_in_another_process() -> None:
+    code = (
+        "from mstudy.records import Record;"
+        "print(Record.from_mapping({'text': 'Ada wrote code', 'n': 3.5, 'tags': ['a']}).id)"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+    ).stdout.strip()
+    here = Record.from_mapping({"tags": ["a"], "n": 3.5, "text": "Ada wrote code"}).id
+    assert other == here
+
+
+def test_given_id_is_kept_and_bad_ids_name_the_record() -> None:
+    assert Record.from_mapping({"id": 7, "text": "x"}).id == "7"
+    with pytest.raises(RecordError, match=r"record #4: field 'id' must be a string"):
+        Record.from_mapping({"id": [1], "text": "x"}, index=4)
+    with pytest.raises(RecordError, match="is empty"):
+        Record.from_mapping({"id": "  "}, index=1)
+
+
+def test_text_field_errors_name_record_and_field() -> None:
+    record = Record.from_mapping({"id": "r1", "text": 5, "empty": "  "})
+    with pytest.raises(RecordError, match=r"record 'r1': missing field 'fact'") as info:
+        record.text("fact")
+    assert info.value.field == "fact" and info.value.record_id == "r1"
+    with pytest.raises(RecordError, match="'text' must be a string, got int"):
+        record.text("text")
+    with pytest.raises(RecordError, match="'empty' is empty"):
+        record.text("empty")
+    with pytest.raises(RecordError, match="more than the limit"):
+        Record.from_mapping({"id": "r2", "text": "x" * 11}).text("text", max_chars=10)
+
+
+def test_request_key_covers_what_shapes_the_reply() -> None:
+    msgs = (Message("user", "hi"),)
+    base = Request(msgs, GenerationParams(temperature=0.5), sample=0, source_id="a")
+    assert base.key == Request(msgs, GenerationParams(temperature=0.5), sample=0, source_id="b").key
+    assert base.key != Request(msgs, GenerationParams(temperature=0.6)).key
+    assert base.key != Request(msgs, GenerationParams(temperature=0.5), sample=1).key
+    assert base.key != Request(msgs, GenerationParams(temperature=0.5), prefill="X").key
+    assert base.template_hash == Request(msgs, GenerationParams(temperature=0.9)).template_hash
+
+
+def test_per_sample_seeds_differ_and_repeat() -> None:
+    msgs = (Message("user", "hi"),)
+    seeds = {Request(msgs, GenerationParams(seed=1), sample=i).seed for i in range(20)}
+    assert len(seeds) == 20
+    assert Request(msgs, GenerationParams(seed=1), sample=3).seed == Request(
+        msgs, GenerationParams(seed=1), sample=3
+    ).seed
+    assert Request(msgs, GenerationParams()).seed is None
+
+
+def test_generation_params_validate() -> None:
+    with pytest.raises(ValueError, match="unknown generation parameter"):
+        GenerationParams.from_mapping({"max_tokens": 3})
+    with pytest.raises(ValueError, match="top_p"):
+        GenerationParams(top_p=0)
+    assert GenerationParams(stop="\n").stop == ("\n",)  # type: ignore[arg-type]
+
+
+def test_example_row_carries_full_provenance() -> None:
+    request = Request(
+        (Message("user", "x"),), GenerationParams(seed=3), sample=2, source_id="r9",
+        strategy="reverse", strategy_version="1",
+    )
+    completion = Completion(request.key, "y", teacher="fp123")
+    row = Example.from_completion(request, completion, {"text": "y"}).to_row()
+    assert row["source_id"] == "r9" and row["strategy"] == "reverse" and row["text"] == "y"
+    prov = row["provenance"]
+    assert prov["teacher"] == "fp123" and prov["sample"] == 2 and prov["strategy_version"] == "1"
+    assert prov["template_hash"] == request.template_hash and prov["params"]["seed"] == 3
+    with pytest.raises(ValueError, match="may not be named"):
+        Example.from_completion(request, completion, {"provenance": 1})
+
+
+def test_stable_hash_handles_odd_values() -> None:
+    assert stable_hash({"b": float("nan"), "a": b"\x00"}) == stable_hash({"a": b"\x00", "b": float("nan")})

@@ -1,0 +1,261 @@
+"""The Study loop end to end with the scripted teacher: the loop's logic, not a backend."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tracemalloc
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mstudy
+from mstudy import (
+    ChainOfThought,
+    Completion,
+    ExactDedup,
+    Example,
+    Explain,
+    LengthFilter,
+    Paraphrase,
+    Rejection,
+    Request,
+    Reverse,
+    ScriptedTeacher,
+    Study,
+    TeacherError,
+)
+
+REPLIES = {
+    "reverse": "{{ object }} is where {{ subject }} belongs.",
+    "paraphrase": "Put another way: {{ text }}",
+    "explain": "This says that {{ text }} It is worth remembering.",
+    "cot": "1. Recall the fact.\nFinal answer: {{ answer }}",
+}
+
+RECORDS = [
+    {
+        "id": f"r{i}",
+        "text": f"Item {i} is kept in Room {i}.",
+        "subject": f"Item {i}",
+        "object": f"Room {i}",
+        "question": f"Where is item {i} kept?",
+        "answer": f"Room {i}",
+    }
+    for i in range(10)
+]
+
+
+def four() -> list[Any]:
+    return [Explain(), Reverse(), Paraphrase(), ChainOfThought()]
+
+
+def test_quickstart_four_strategies_jsonl_and_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "enriched.jsonl"
+    study = Study(ScriptedTeacher(REPLIES), four(), sinks=[out])
+    report = study.run(RECORDS)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report.accepted == len(rows) == 40 and report.rejected == 0
+    assert {r["strategy"] for r in rows} == {"explain", "reverse", "paraphrase", "cot"}
+    for row in rows:
+        prov = row["provenance"]
+        assert prov["source_id"] == row["source_id"]
+        assert prov["teacher"] == study.teacher.fingerprint
+        assert set(prov) >= {"strategy_version", "template_hash", "params", "sample"}
+    rev = next(r for r in rows if r["strategy"] == "reverse" and r["source_id"] == "r3")
+    assert rev["text"] == "Room 3 is where Item 3 belongs."
+    dataset = Study(ScriptedTeacher(REPLIES), four()).to_dataset(RECORDS)
+    assert dataset.num_rows == 40
+    assert set(dataset.column_names) >= {"id", "source_id", "strategy", "text", "provenance"}
+
+
+def test_bad_records_become_rejections_with_record_and_field(tmp_path: Path) -> None:
+    records = [
+        {"id": "ok", "text": "A is in B.", "subject": "A", "object": "B"},
+        {"id": "nofield", "txt": "A is in B."},
+        {"id": "notstr", "text": 12},
+        {"id": "empty", "text": ""},
+        {"id": "huge", "text": "x" * 1_000_000},
+        "not a mapping",
+    ]
+    rejects = tmp_path / "rejects.jsonl"
+    study = Study(ScriptedTeacher(REPLIES), [Reverse()], rejects=rejects)
+    report = study.run(records)
+    rows = [json.loads(line) for line in rejects.read_text().splitlines()]
+    by_id = {r["source_id"]: r for r in rows}
+    assert report.accepted == 1 and report.rejected == 5 == len(rows)
+    assert by_id["nofield"]["field"] == "text" and "missing field 'text'" in by_id["nofield"]["detail"]
+    assert "must be a string, got int" in by_id["notstr"]["detail"]
+    assert "is empty" in by_id["empty"]["detail"]
+    assert "more than the limit" in by_id["huge"]["detail"]
+    assert any(r["stage"] == "input" for r in rows)
+    assert report.records + sum(report.input_rejected.values()) == len(records)
+
+
+def test_every_rejection_is_counted_and_sampled() -> None:
+    teacher = ScriptedTeacher({"reverse": "{{ text }}"})  # a copy: always rejected
+    report = Study(teacher, [Reverse(prefill="", n=2)]).run(RECORDS)
+    assert report.accepted == 0 and report.rejected == 20
+    assert report.strategies["reverse"].rejected[("parse", "copy of the source")] == 20
+    assert 0 < len(report.samples) <= 3
+    assert "copy of the source" in str(report) and "copy of the source" in report._repr_html_()
+    assert report.to_dict()["strategies"]["reverse"]["rejected"] == 20
+
+
+def test_filters_see_examples_and_report_funnel() -> None:
+    teacher = ScriptedTeacher({"paraphrase": "Same words for everyone here."})
+    study = Study(teacher, [Paraphrase(n=2, max_ratio=5)], [LengthFilter(min_chars=3), "dedup"])
+    report = study.run(RECORDS)
+    assert report.accepted == 1
+    assert report.filters["dedup"].rejected["duplicate"] == 19
+    assert report.filters["length"].checked == 20 and report.filters["dedup"].checked == 20
+
+
+class OutOfOrder:
+    """Wraps a teacher; answers windows of requests in reverse order (like a remote backend)."""
+
+    name = "ooo"
+
+    def __init__(self, inner: ScriptedTeacher, window: int = 7) -> None:
+        self.inner, self.window, self.pulled = inner, window, 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
+        it = iter(requests)
+        while batch := list(itertools.islice(it, self.window)):
+            self.pulled += len(batch)
+            yield from reversed([self.inner.complete(r) for r in batch])
+
+
+def test_out_of_order_completions_are_matched_by_key() -> None:
+    in_order = {(e.source_id, e.strategy, e.text) for e in Study(ScriptedTeacher(REPLIES), four()).iter(RECORDS)}
+    shuffled = {(e.source_id, e.strategy, e.text) for e in Study(OutOfOrder(ScriptedTeacher(REPLIES)), four()).iter(RECORDS)}
+    assert in_order == shuffled and len(in_order) == 40
+
+
+def test_identical_prompts_in_flight_are_sent_once_and_answer_every_record() -> None:
+    teacher = OutOfOrder(ScriptedTeacher(REPLIES))
+    twins = [{**RECORDS[0], "id": "a"}, {**RECORDS[0], "id": "b"}]
+    examples = list(Study(teacher, [Reverse()]).iter(twins))
+    assert teacher.inner.calls == 1
+    assert sorted(e.source_id for e in examples) == ["a", "b"]
+    assert examples[0].id != examples[1].id
+
+
+class Forgetful(ScriptedTeacher):
+    def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
+        for i, r in enumerate(requests):
+            if i % 2 == 0:
+                yield self.complete(r)
+
+
+def test_requests_the_teacher_never_answered_are_rejected_not_lost() -> None:
+    study = Study(Forgetful(REPLIES), [Reverse()])
+    report = study.run(RECORDS)
+    assert report.accepted == 5
+    assert report.strategies["reverse"].rejected[("teacher", "no completion")] == 5
+
+
+def test_teacher_errors_become_rejections() -> None:
+    def flaky(request: Request) -> str:
+        if request.source_id.endswith(("1", "3")):
+            raise ConnectionError("server went away")
+        return f"{request.variables['object']} holds {request.variables['subject']}."
+
+    report = Study(ScriptedTeacher(flaky), [Reverse()]).run(RECORDS)
+    assert report.accepted == 8
+    assert report.strategies["reverse"].rejected[("teacher", "teacher error")] == 2
+
+
+def test_a_failed_run_leaves_no_complete_looking_output(tmp_path: Path) -> None:
+    class Broken(ScriptedTeacher):
+        def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
+            for i, r in enumerate(requests):
+                if i == 5:
+                    raise TeacherError("backend down for good")
+                yield self.complete(r)
+
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(TeacherError):
+        Study(Broken(REPLIES), [Reverse()], sinks=[out]).run(RECORDS)
+    assert not out.exists()
+
+
+def test_streaming_pulls_records_only_as_the_teacher_asks() -> None:
+    consumed = 0
+
+    def endless() -> Iterator[dict[str, Any]]:
+        nonlocal consumed
+        for i in itertools.count():
+            consumed += 1
+            yield {"id": str(i), "text": f"Thing {i} rests in Place {i}.", "subject": f"Thing {i}", "object": f"Place {i}"}
+
+    teacher = OutOfOrder(ScriptedTeacher(REPLIES), window=4)
+    first = list(itertools.islice(Study(teacher, [Reverse()]).iter(endless()), 3))
+    assert len(first) == 3 and consumed <= 5
+
+
+def test_memory_does_not_grow_with_the_number_of_records() -> None:
+    def rows(n: int) -> Iterator[dict[str, Any]]:
+        for i in range(n):
+            yield {"id": str(i), "text": f"Thing {i} rests in Place {i}.", "subject": f"Thing {i}", "object": f"Place {i}"}
+
+    def peak(n: int) -> int:
+        study = Study(OutOfOrder(ScriptedTeacher(REPLIES)), [Reverse(), Paraphrase()])
+        tracemalloc.start()
+        count = sum(1 for _ in study.iter(rows(n)))
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert count == 2 * n
+        return top
+
+    small, large = peak(500), peak(5000)
+    assert large < small * 1.5
+
+
+def test_names_resolve_through_plugins_and_objects_pass_through() -> None:
+    teacher = ScriptedTeacher(REPLIES)
+    study = Study(teacher, ["reverse", Paraphrase()], ["dedup"])
+    assert study.teacher is teacher
+    assert [s.name for s in study.strategies] == ["reverse", "paraphrase"]
+    assert isinstance(study.filters[0], ExactDedup)
+
+
+def test_duplicate_strategy_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="share a name"):
+        Study(ScriptedTeacher(), [Reverse(), Reverse(n=2)])
+
+
+def test_parser_bugs_in_plugins_are_reported_not_fatal() -> None:
+    class Buggy(Reverse):
+        def check(self, variables: Any, text: str) -> Any:
+            raise KeyError("oops")
+
+    report = Study(ScriptedTeacher(REPLIES), [Buggy()]).run(RECORDS[:3])
+    assert report.strategies["reverse"].rejected[("parse", "parser error")] == 3
+    assert report.status == "done"
+
+
+def test_iter_yields_examples_and_stream_yields_both() -> None:
+    teacher = ScriptedTeacher({"reverse": "{{ text }}", "paraphrase": "Put another way: {{ text }}"})
+    study = Study(teacher, [Reverse(prefill=""), Paraphrase()])
+    assert all(isinstance(e, Example) for e in study.iter(RECORDS))
+    items = list(study.stream(RECORDS))
+    assert sum(isinstance(i, Rejection) for i in items) == 10
+    assert sum(isinstance(i, Example) for i in items) == 10
+    assert study.last_report is not None and study.last_report.status == "done"
+
+
+def test_limit() -> None:
+    report = Study(ScriptedTeacher(REPLIES), [Reverse()]).run(RECORDS, limit=4)
+    assert report.records == 4 and report.accepted == 4
+
+
+def test_public_names() -> None:
+    for name in mstudy.__all__:
+        assert getattr(mstudy, name) is not None

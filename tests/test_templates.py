@@ -1,0 +1,47 @@
+"""Templates render in a sandbox; record values are data, never template code."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mstudy import Record, Reverse, TemplateError
+from mstudy.templates import render
+
+template_like = st.one_of(
+    st.text(),
+    st.builds(lambda a, b: f"{a}{{{{ {b} }}}}{a}", st.text(max_size=5), st.text(max_size=10)),
+    st.builds(lambda a: f"{{% for x in range(10**9) %}}{a}{{% endfor %}}", st.text(max_size=5)),
+    st.just("{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+    st.just("{% raw %}{{ x }}{% endraw %}{# c #}"),
+)
+
+
+@given(template_like)
+def test_record_values_pass_through_verbatim(value: str) -> None:
+    assert render("<{{ text }}>", {"text": value}) == f"<{value}>"
+
+
+@given(template_like)
+def test_strategy_prompt_contains_the_value_verbatim(value: str) -> None:
+    if not value.strip():
+        return
+    record = Record.from_mapping({"id": "r", "text": value})
+    request = Reverse().requests(record)[0]
+    assert f"Fact: {value}" in request.messages[-1].content
+
+
+def test_unknown_variable_is_an_error_not_an_empty_string() -> None:
+    with pytest.raises(TemplateError, match="undefined"):
+        render("Hello {{ nmae }}", {"name": "x"})
+
+
+def test_sandbox_blocks_unsafe_template_code() -> None:
+    with pytest.raises(TemplateError, match="unsafe"):
+        render("{{ ''.__class__.__mro__[1].__subclasses__() }}", {})
+
+
+def test_syntax_error_names_the_line() -> None:
+    with pytest.raises(TemplateError, match="line 2"):
+        render("ok\n{% if %}", {})
