@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from mstudy.errors import RecordError
-from mstudy.hashing import stable_hash
+from mstudy.hashing import canonical_json, stable_hash
 
 FinishReason = Literal["stop", "length", "error"]
 RESERVED_COLUMNS = frozenset({"id", "source_id", "strategy", "provenance"})
@@ -141,6 +143,11 @@ class GenerationParams:
         return cls(**dict(data))
 
 
+@lru_cache(maxsize=256)
+def _params_json(params: GenerationParams) -> bytes:
+    return canonical_json(params.to_dict()).encode("utf-8")
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """A chat request to a teacher, for one sample of one record under one strategy.
@@ -163,16 +170,18 @@ class Request:
     template_hash: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        rendered = {
-            "messages": [m.to_dict() for m in self.messages],
-            "prefill": self.prefill,
-        }
-        object.__setattr__(self, "template_hash", stable_hash(rendered))
-        object.__setattr__(
-            self,
-            "key",
-            stable_hash({**rendered, "params": self.params.to_dict(), "sample": self.sample}, 32),
-        )
+        digest = hashlib.sha256(b"mstudy.request.v1\x00")
+        for message in self.messages:
+            content = message.content.encode("utf-8")
+            digest.update(f"{message.role}:{len(content)}:".encode())
+            digest.update(content)
+        prefill = b"-" if self.prefill is None else b"+" + self.prefill.encode("utf-8")
+        digest.update(f"prefill:{len(prefill)}:".encode())
+        digest.update(prefill)
+        object.__setattr__(self, "template_hash", digest.copy().hexdigest()[:16])
+        digest.update(_params_json(self.params))
+        digest.update(f"sample:{self.sample}".encode())
+        object.__setattr__(self, "key", digest.hexdigest()[:32])
 
     @property
     def seed(self) -> int | None:

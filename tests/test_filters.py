@@ -5,12 +5,25 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mstudy import Completion, Example, ExactDedup, GenerationParams, LengthFilter, Message, Rejection, Request
+from mstudy import (
+    Completion,
+    ExactDedup,
+    Example,
+    GenerationParams,
+    LengthFilter,
+    Message,
+    Rejection,
+    Request,
+)
 
 
 def example(text: str, strategy: str = "paraphrase", sample: int = 0) -> Example:
     request = Request(
-        (Message("user", text),), GenerationParams(), sample=sample, source_id="s", strategy=strategy
+        (Message("user", text),),
+        GenerationParams(),
+        sample=sample,
+        source_id="s",
+        strategy=strategy,
     )
     return Example.from_completion(request, Completion(request.key, text), {"text": text})
 
@@ -19,7 +32,11 @@ def test_length_bounds_in_chars_and_words() -> None:
     f = LengthFilter(min_chars=5, max_words=3)
     assert isinstance(f.check(example("hello there")), Example)
     short = f.check(example("hey"))
-    assert isinstance(short, Rejection) and short.stage == "filter:length" and short.reason == "too short"
+    assert (
+        isinstance(short, Rejection)
+        and short.stage == "filter:length"
+        and short.reason == "too short"
+    )
     long = f.check(example("one two three four"))
     assert isinstance(long, Rejection) and long.reason == "too long" and "4 words" in long.detail
     assert long.row is not None and long.row["text"] == "one two three four"

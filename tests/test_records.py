@@ -32,7 +32,10 @@ def test_content_id_is_the_same_in_another_process() -> None:
         "print(Record.from_mapping({'text': 'Ada wrote code', 'n': 3.5, 'tags': ['a']}).id)"
     )
     other = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONHASHSEED": "123", "PATH": ""},
     ).stdout.strip()
     here = Record.from_mapping({"tags": ["a"], "n": 3.5, "text": "Ada wrote code"}).id
@@ -74,9 +77,10 @@ def test_per_sample_seeds_differ_and_repeat() -> None:
     msgs = (Message("user", "hi"),)
     seeds = {Request(msgs, GenerationParams(seed=1), sample=i).seed for i in range(20)}
     assert len(seeds) == 20
-    assert Request(msgs, GenerationParams(seed=1), sample=3).seed == Request(
-        msgs, GenerationParams(seed=1), sample=3
-    ).seed
+    assert (
+        Request(msgs, GenerationParams(seed=1), sample=3).seed
+        == Request(msgs, GenerationParams(seed=1), sample=3).seed
+    )
     assert Request(msgs, GenerationParams()).seed is None
 
 
@@ -90,8 +94,12 @@ def test_generation_params_validate() -> None:
 
 def test_example_row_carries_full_provenance() -> None:
     request = Request(
-        (Message("user", "x"),), GenerationParams(seed=3), sample=2, source_id="r9",
-        strategy="reverse", strategy_version="1",
+        (Message("user", "x"),),
+        GenerationParams(seed=3),
+        sample=2,
+        source_id="r9",
+        strategy="reverse",
+        strategy_version="1",
     )
     completion = Completion(request.key, "y", teacher="fp123")
     row = Example.from_completion(request, completion, {"text": "y"}).to_row()
@@ -104,4 +112,6 @@ def test_example_row_carries_full_provenance() -> None:
 
 
 def test_stable_hash_handles_odd_values() -> None:
-    assert stable_hash({"b": float("nan"), "a": b"\x00"}) == stable_hash({"a": b"\x00", "b": float("nan")})
+    assert stable_hash({"b": float("nan"), "a": b"\x00"}) == stable_hash(
+        {"a": b"\x00", "b": float("nan")}
+    )

@@ -45,7 +45,16 @@ def reply(strategy: Any, fields: Mapping[str, Any], text: str, finish: str = "st
 def test_reverse_prompt_is_few_shot_and_prefilled_with_the_object() -> None:
     (request,) = Reverse().requests(Record.from_mapping(FACT))
     roles = [m.role for m in request.messages]
-    assert roles == ["system", "user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    assert roles == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
     assert request.messages[-1].content.startswith('Restate this fact so that it starts with "Lena')
     assert request.prefill == "Lena Brandt"
     assert request.params.stop == ("\n",)
@@ -55,7 +64,9 @@ def test_reverse_accepts_a_true_reversal() -> None:
     result = reply(Reverse(), FACT, "Lena Brandt's father is Olaf Brandt.\nMore text")
     assert isinstance(result, Example)
     assert result.fields == {
-        "input": FACT["text"], "text": "Lena Brandt's father is Olaf Brandt.", "answer": None,
+        "input": FACT["text"],
+        "text": "Lena Brandt's father is Olaf Brandt.",
+        "answer": None,
     }
 
 
@@ -81,7 +92,9 @@ def test_truncated_and_failed_replies_are_rejections() -> None:
     assert isinstance(truncated, Rejection) and truncated.reason == "truncated"
     record = Record.from_mapping(FACT)
     request = Reverse().requests(record)[0]
-    failed = Reverse().parse(record, request, Completion(request.key, "", "error", error="HTTP 500"))
+    failed = Reverse().parse(
+        record, request, Completion(request.key, "", "error", error="HTTP 500")
+    )
     assert isinstance(failed[0], Rejection)
     assert (failed[0].stage, failed[0].detail) == ("teacher", "HTTP 500")
 
@@ -163,7 +176,7 @@ def test_extract_final_answer(text: str, answer: str | None) -> None:
     assert extract_final_answer(text) == answer
 
 
-@given(st.integers(-10**9, 10**9))
+@given(st.integers(-(10**9), 10**9))
 def test_numeric_answers_match_in_any_format(n: int) -> None:
     assert answers_match(f"{n:,}", str(n))
     assert answers_match(f"{n}.0", str(n))
@@ -203,4 +216,7 @@ def test_fingerprint_changes_with_what_changes_outputs() -> None:
 def test_few_shot_from_toml_tables() -> None:
     strategy = Paraphrase(examples=[{"text": "A is big.", "reply": "A is large."}])
     messages = strategy.requests(Record.from_mapping({"text": "B is small."}))[0].messages
-    assert [m.content for m in messages[1:3]] == ["Paraphrase this text.\nText: A is big.", "A is large."]
+    assert [m.content for m in messages[1:3]] == [
+        "Paraphrase this text.\nText: A is big.",
+        "A is large.",
+    ]

@@ -86,7 +86,9 @@ def test_bad_records_become_rejections_with_record_and_field(tmp_path: Path) -> 
     rows = [json.loads(line) for line in rejects.read_text().splitlines()]
     by_id = {r["source_id"]: r for r in rows}
     assert report.accepted == 1 and report.rejected == 5 == len(rows)
-    assert by_id["nofield"]["field"] == "text" and "missing field 'text'" in by_id["nofield"]["detail"]
+    assert (
+        by_id["nofield"]["field"] == "text" and "missing field 'text'" in by_id["nofield"]["detail"]
+    )
     assert "must be a string, got int" in by_id["notstr"]["detail"]
     assert "is empty" in by_id["empty"]["detail"]
     assert "more than the limit" in by_id["huge"]["detail"]
@@ -133,8 +135,14 @@ class OutOfOrder:
 
 
 def test_out_of_order_completions_are_matched_by_key() -> None:
-    in_order = {(e.source_id, e.strategy, e.text) for e in Study(ScriptedTeacher(REPLIES), four()).iter(RECORDS)}
-    shuffled = {(e.source_id, e.strategy, e.text) for e in Study(OutOfOrder(ScriptedTeacher(REPLIES)), four()).iter(RECORDS)}
+    in_order = {
+        (e.source_id, e.strategy, e.text)
+        for e in Study(ScriptedTeacher(REPLIES), four()).iter(RECORDS)
+    }
+    shuffled = {
+        (e.source_id, e.strategy, e.text)
+        for e in Study(OutOfOrder(ScriptedTeacher(REPLIES)), four()).iter(RECORDS)
+    }
     assert in_order == shuffled and len(in_order) == 40
 
 
@@ -193,7 +201,12 @@ def test_streaming_pulls_records_only_as_the_teacher_asks() -> None:
         nonlocal consumed
         for i in itertools.count():
             consumed += 1
-            yield {"id": str(i), "text": f"Thing {i} rests in Place {i}.", "subject": f"Thing {i}", "object": f"Place {i}"}
+            yield {
+                "id": str(i),
+                "text": f"Thing {i} rests in Place {i}.",
+                "subject": f"Thing {i}",
+                "object": f"Place {i}",
+            }
 
     teacher = OutOfOrder(ScriptedTeacher(REPLIES), window=4)
     first = list(itertools.islice(Study(teacher, [Reverse()]).iter(endless()), 3))
@@ -203,7 +216,12 @@ def test_streaming_pulls_records_only_as_the_teacher_asks() -> None:
 def test_memory_does_not_grow_with_the_number_of_records() -> None:
     def rows(n: int) -> Iterator[dict[str, Any]]:
         for i in range(n):
-            yield {"id": str(i), "text": f"Thing {i} rests in Place {i}.", "subject": f"Thing {i}", "object": f"Place {i}"}
+            yield {
+                "id": str(i),
+                "text": f"Thing {i} rests in Place {i}.",
+                "subject": f"Thing {i}",
+                "object": f"Place {i}",
+            }
 
     def peak(n: int) -> int:
         study = Study(OutOfOrder(ScriptedTeacher(REPLIES)), [Reverse(), Paraphrase()])
@@ -214,7 +232,7 @@ def test_memory_does_not_grow_with_the_number_of_records() -> None:
         assert count == 2 * n
         return top
 
-    small, large = peak(500), peak(5000)
+    small, large = peak(300), peak(3000)
     assert large < small * 1.5
 
 
@@ -242,7 +260,9 @@ def test_parser_bugs_in_plugins_are_reported_not_fatal() -> None:
 
 
 def test_iter_yields_examples_and_stream_yields_both() -> None:
-    teacher = ScriptedTeacher({"reverse": "{{ text }}", "paraphrase": "Put another way: {{ text }}"})
+    teacher = ScriptedTeacher(
+        {"reverse": "{{ text }}", "paraphrase": "Put another way: {{ text }}"}
+    )
     study = Study(teacher, [Reverse(prefill=""), Paraphrase()])
     assert all(isinstance(e, Example) for e in study.iter(RECORDS))
     items = list(study.stream(RECORDS))

@@ -1,1 +1,47 @@
-"""Sinks of mstudy."""
+"""Sinks of mstudy: where accepted rows (and rejects) are stored.
+
+The classes are imported lazily, on first attribute access, so ``import mstudy.sinks`` never
+imports pyarrow or datasets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mstudy.sinks.base import AtomicFile, BaseSink
+    from mstudy.sinks.hf import DatasetSink, SaveToDiskSink
+    from mstudy.sinks.jsonl import JSONLSink
+    from mstudy.sinks.parquet import ParquetSink
+
+__all__ = [
+    "AtomicFile",
+    "BaseSink",
+    "DatasetSink",
+    "JSONLSink",
+    "ParquetSink",
+    "SaveToDiskSink",
+]
+
+_MODULES = {
+    "AtomicFile": "mstudy.sinks.base",
+    "BaseSink": "mstudy.sinks.base",
+    "DatasetSink": "mstudy.sinks.hf",
+    "JSONLSink": "mstudy.sinks.jsonl",
+    "ParquetSink": "mstudy.sinks.parquet",
+    "SaveToDiskSink": "mstudy.sinks.hf",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

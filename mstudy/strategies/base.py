@@ -164,12 +164,21 @@ class TemplateStrategy:
         out: list[Message] = []
         if self._system:
             out.append(Message("system", render(self._system, variables)))
-        for shot_vars, reply in self._examples:
-            full = {**dict.fromkeys(self.optional_roles), **shot_vars}
-            out.append(Message("user", render(self._template, full)))
-            out.append(Message("assistant", reply))
+        out.extend(self._few_shot_turns())
         out.append(Message("user", render(self._template, variables)))
         return tuple(out)
+
+    def _few_shot_turns(self) -> tuple[Message, ...]:
+        """The few-shot turns, rendered once: they do not depend on the record."""
+        turns: tuple[Message, ...] | None = getattr(self, "_turns", None)
+        if turns is None:
+            built: list[Message] = []
+            for shot_vars, reply in self._examples:
+                full = {**dict.fromkeys(self.optional_roles), **shot_vars}
+                built.append(Message("user", render(self._template, full)))
+                built.append(Message("assistant", reply))
+            turns = self._turns = tuple(built)
+        return turns
 
     def requests(self, record: Record) -> list[Request]:
         """One request per sample for ``record``; RecordError when a needed field is unusable."""
