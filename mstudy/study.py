@@ -6,7 +6,8 @@
 
 The loop streams: records are read only as fast as the teacher asks for requests, so memory
 holds the teacher's window, not the dataset. Completions may come back in any order; each is
-matched to its request by key. Identical requests in flight together are sent once.
+matched to its request by key, and rows are emitted in source order. Identical requests in
+flight together are sent once; with a cache, stored calls are not made again.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mstudy.cache import CallCache
 from mstudy.errors import MstudyError, RecordError, TeacherError, TemplateError
 from mstudy.interfaces import Filter, Sink, Strategy, Teacher
-from mstudy.records import Example, Record, Rejection, Request
+from mstudy.records import Completion, Example, Record, Rejection, Request
 from mstudy.report import FilterStats, Report
 
 if TYPE_CHECKING:
@@ -36,11 +38,28 @@ Source = Any
 WRITE_CHUNK = 256
 
 
+@dataclass(slots=True)
+class _Slot:
+    """One source item on its way through: results wait here until all requests are back."""
+
+    record: Record | None
+    outstanding: int = 0
+    sealed: bool = False
+    results: dict[tuple[int, int], list[Example | Rejection]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    record: Record
+    slot: _Slot
+    s_index: int
+    r_index: int
     strategy: Strategy
     request: Request
+
+    @property
+    def record(self) -> Record:
+        assert self.slot.record is not None
+        return self.slot.record
 
 
 def _build(kind: str, spec: Any) -> Any:
@@ -78,6 +97,13 @@ class Study:
             report, with a few samples per reason, whether or not this is set.
         id_field: the record field holding a stable id (a content hash when absent).
         progress: show a progress bar; ``None`` shows one when stderr is a terminal.
+        cache: a :class:`~mstudy.cache.CallCache` or a path to one: stored teacher calls are
+            never made again, across strategies, studies and runs.
+        max_backlog: how many records may wait for emission before the study stops reading
+            ahead (bounds memory while a slow request holds the head of the line).
+
+    Output order is deterministic: records in source order, strategies in the given order,
+    samples by index, whatever order the teacher answers in.
     """
 
     def __init__(
@@ -90,6 +116,8 @@ class Study:
         *,
         id_field: str = "id",
         progress: bool | None = None,
+        cache: CallCache | str | Path | None = None,
+        max_backlog: int = 4096,
     ) -> None:
         self.teacher: Teacher = _build("teachers", teacher)
         if isinstance(strategies, (str, bytes)) or not isinstance(strategies, Sequence):
@@ -105,6 +133,10 @@ class Study:
         self._rejects_spec = rejects
         self.id_field = id_field
         self.progress = progress
+        if max_backlog < 1:
+            raise ValueError(f"max_backlog must be >= 1, got {max_backlog}")
+        self.max_backlog = max_backlog
+        self.cache: CallCache | None = CallCache(cache) if isinstance(cache, (str, Path)) else cache
         self.last_report: Report | None = None
 
     def __repr__(self) -> str:
@@ -216,61 +248,86 @@ class StudyRun(Iterator[Example | Rejection]):
 
     def _run(self) -> Iterator[Example | Rejection]:
         study, report = self.study, self.report
+        cache, fingerprint = study.cache, study.teacher.fingerprint
+        slots: deque[_Slot] = deque()
         pending: dict[str, list[_Pending]] = {}
-        outbox: deque[Example | Rejection] = deque()
+        source = self._records()
+        exhausted = False
         bar = _progress_bar(study.progress, self.source, self.limit)
 
-        def requests() -> Iterator[Request]:
-            for item in self._records():
-                if bar is not None:
-                    bar.update(1)
+        def feed() -> Iterator[Request]:
+            """Requests for the teacher; stops early when too many records await emission."""
+            nonlocal exhausted
+            while len(slots) < study.max_backlog:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    return
+                slot = _Slot(item if isinstance(item, Record) else None)
+                slots.append(slot)
                 if isinstance(item, Rejection):
-                    outbox.append(item)
+                    slot.results[(-1, 0)] = [item]
+                    slot.sealed = True
                     continue
                 report.records += 1
-                for strategy in study.strategies:
+                for s_index, strategy in enumerate(study.strategies):
                     try:
                         batch = strategy.requests(item)
                     except (RecordError, TemplateError, ValueError) as exc:
-                        outbox.append(_render_rejection(item, strategy, exc))
+                        slot.results[(s_index, -1)] = [_render_rejection(item, strategy, exc)]
                         continue
                     report.strategy(strategy.name).requests += len(batch)
-                    for request in batch:
+                    for r_index, request in enumerate(batch):
+                        entry = _Pending(slot, s_index, r_index, strategy, request)
+                        slot.outstanding += 1
+                        hit = cache.get(fingerprint, request.key) if cache is not None else None
+                        if hit is not None:
+                            self._complete(entry, hit)
+                            continue
                         waiting = pending.get(request.key)
                         if waiting is not None:
-                            waiting.append(_Pending(item, strategy, request))
+                            waiting.append(entry)
                             continue
-                        pending[request.key] = [_Pending(item, strategy, request)]
+                        pending[request.key] = [entry]
                         yield request
+                slot.sealed = True
+
+        def emit() -> Iterator[Example | Rejection]:
+            """Finished records, in source order, through the filters."""
+            while slots and slots[0].sealed and slots[0].outstanding == 0:
+                slot = slots.popleft()
+                for key in sorted(slot.results):
+                    for item in slot.results[key]:
+                        yield self._account(
+                            self._filter(item) if isinstance(item, Example) else item
+                        )
+                if bar is not None:
+                    bar.update(1)
+                    _show_rates(bar, report)
 
         try:
-            for completion in study.teacher.generate(requests()):
-                yield from _drain(outbox, report)
-                entries = pending.pop(completion.key, None)
-                if entries is None:
-                    raise TeacherError(
-                        f"teacher {study.teacher.name!r} returned a completion for an unknown "
-                        f"request key {completion.key!r}"
-                    )
-                for entry in entries:
-                    report.count_completion(entry.strategy.name, completion)
-                    for result in self._parse(entry, completion):
-                        yield self._account(result)
-                if bar is not None:
-                    _show_rates(bar, report)
-            yield from _drain(outbox, report)
-            for entries in pending.values():
-                for entry in entries:
-                    yield self._account(
-                        Rejection(
-                            entry.record.id,
-                            "teacher",
-                            "no completion",
-                            "the teacher returned nothing for this request",
-                            entry.strategy.name,
+            while True:
+                for completion in study.teacher.generate(feed()):
+                    entries = pending.pop(completion.key, None)
+                    if entries is None:
+                        raise TeacherError(
+                            f"teacher {study.teacher.name!r} returned a completion for an "
+                            f"unknown request key {completion.key!r}"
                         )
-                    )
-            pending.clear()
+                    if cache is not None:
+                        cache.put(fingerprint, completion)
+                    for entry in entries:
+                        self._complete(entry, completion)
+                    yield from emit()
+                for entries in pending.values():
+                    for entry in entries:
+                        self._unanswered(entry)
+                pending.clear()
+                if cache is not None:
+                    cache.commit()
+                yield from emit()
+                if exhausted:
+                    break
             report.finish("done")
         except GeneratorExit:
             report.finish("stopped")
@@ -279,8 +336,26 @@ class StudyRun(Iterator[Example | Rejection]):
             report.finish("failed")
             raise
         finally:
+            if cache is not None:
+                cache.commit()
             if bar is not None:
                 bar.close()
+
+    def _complete(self, entry: _Pending, completion: Completion) -> None:
+        self.report.count_completion(entry.strategy.name, completion)
+        entry.slot.results[(entry.s_index, entry.r_index)] = self._parse(entry, completion)
+        entry.slot.outstanding -= 1
+
+    def _unanswered(self, entry: _Pending) -> None:
+        rejection = Rejection(
+            entry.request.source_id,
+            "teacher",
+            "no completion",
+            "the teacher returned nothing for this request",
+            entry.strategy.name,
+        )
+        entry.slot.results[(entry.s_index, entry.r_index)] = [rejection]
+        entry.slot.outstanding -= 1
 
     def _parse(self, entry: _Pending, completion: Any) -> list[Example | Rejection]:
         strategy = entry.strategy
@@ -299,12 +374,7 @@ class StudyRun(Iterator[Example | Rejection]):
                     strategy.name,
                 )
             ]
-        out: list[Example | Rejection] = []
-        for result in results:
-            if isinstance(result, Example):
-                result = self._filter(result)
-            out.append(result)
-        return out
+        return results
 
     def _filter(self, example: Example) -> Example | Rejection:
         for filt in self.study.filters:
@@ -327,14 +397,6 @@ class StudyRun(Iterator[Example | Rejection]):
         else:
             self.report.count_rejection(item)
         return item
-
-
-def _drain(outbox: deque[Example | Rejection], report: Report) -> Iterator[Example | Rejection]:
-    while outbox:
-        item = outbox.popleft()
-        if isinstance(item, Rejection):
-            report.count_rejection(item)
-        yield item
 
 
 def _render_rejection(record: Record, strategy: Strategy, exc: Exception) -> Rejection:

@@ -279,3 +279,38 @@ def test_limit() -> None:
 def test_public_names() -> None:
     for name in mstudy.__all__:
         assert getattr(mstudy, name) is not None
+
+
+def test_output_order_is_the_source_order_whatever_the_teacher_order() -> None:
+    def rows(study: Study) -> list[tuple[str, str, str]]:
+        return [(e.source_id, e.strategy, e.text) for e in study.iter(RECORDS)]
+
+    expected = rows(Study(ScriptedTeacher(REPLIES), four()))
+    assert rows(Study(OutOfOrder(ScriptedTeacher(REPLIES), window=7), four())) == expected
+    assert [r[0] for r in expected[:4]] == ["r0"] * 4
+    tight = Study(OutOfOrder(ScriptedTeacher(REPLIES), window=7), four(), max_backlog=2)
+    assert rows(tight) == expected
+
+
+def test_cached_rerun_makes_no_teacher_calls(tmp_path: Path) -> None:
+    cache = tmp_path / "calls.sqlite"
+    first_teacher = ScriptedTeacher(REPLIES)
+    first = Study(first_teacher, four(), cache=cache).run(RECORDS)
+    assert first_teacher.calls == 40 and first.cached == 0
+    again = ScriptedTeacher(REPLIES)
+    second = Study(again, four(), cache=cache).run(RECORDS)
+    assert again.calls == 0 and second.cached == 40 and second.accepted == first.accepted
+    other_strategies = ScriptedTeacher(REPLIES)
+    Study(other_strategies, [Reverse(), Paraphrase(n=2)], cache=cache).run(RECORDS)
+    assert other_strategies.calls == 10  # only the new second paraphrase sample is asked for
+
+
+def test_failed_calls_are_not_cached(tmp_path: Path) -> None:
+    def failing(request: Request) -> str:
+        raise TimeoutError("slow server")
+
+    cache = tmp_path / "calls.sqlite"
+    Study(ScriptedTeacher(failing, fingerprint="same"), [Reverse()], cache=cache).run(RECORDS)
+    retry = ScriptedTeacher(REPLIES, fingerprint="same")
+    report = Study(retry, [Reverse()], cache=cache).run(RECORDS)
+    assert retry.calls == 10 and report.accepted == 10

@@ -1,0 +1,187 @@
+"""A content-addressed store of teacher calls, in SQLite (WAL mode).
+
+A call is keyed by the teacher's fingerprint and the request key (a hash of the messages,
+generation params, sample index and prefill), so it is shared across strategies, studies and
+runs: a result that was stored is never paid for again. Safe with many writers: threads of one
+process and several processes on one file. Failed calls are not stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from mstudy.errors import MstudyError
+from mstudy.records import Completion
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    teacher TEXT NOT NULL,
+    key TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (teacher, key)
+) WITHOUT ROWID;
+"""
+
+
+class CacheError(MstudyError):
+    """The cache file cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """What a cache holds."""
+
+    path: str
+    entries: int
+    teachers: dict[str, int]
+    completion_tokens: int
+    size_bytes: int
+
+    def __str__(self) -> str:
+        lines = [
+            f"cache {self.path}: {self.entries} calls, {self.completion_tokens} completion tokens, "
+            f"{self.size_bytes / 1e6:.1f} MB"
+        ]
+        lines += [f"  teacher {fp}: {n} calls" for fp, n in sorted(self.teachers.items())]
+        return "\n".join(lines)
+
+
+class CallCache:
+    """Stored teacher calls. ``get`` and ``put`` are thread-safe; ``commit`` makes puts durable.
+
+    Puts are committed every ``commit_every`` calls and on ``commit``/``close``; the study commits
+    before it writes rows that depend on them.
+    """
+
+    def __init__(self, path: str | Path, *, commit_every: int = 256) -> None:
+        self.path = Path(path)
+        self.commit_every = commit_every
+        self._lock = threading.Lock()
+        self._uncommitted = 0
+        self.hits = 0
+        self.misses = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=60000")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("BEGIN")
+        except (sqlite3.Error, OSError) as exc:
+            raise CacheError(f"cannot open the call cache at {self.path}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"CallCache({str(self.path)!r})"
+
+    def get(self, teacher: str, key: str) -> Completion | None:
+        """The stored completion of ``key`` under ``teacher``, marked ``cached``; else None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM calls "
+                "WHERE teacher = ? AND key = ?",
+                (teacher, key),
+            ).fetchone()
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return Completion(key, row[0], row[1], row[2], row[3], teacher, cached=True)
+
+    def put(self, teacher: str, completion: Completion) -> None:
+        """Store a successful completion under ``teacher`` (errors are not: they are retried)."""
+        if not completion.ok or completion.cached:
+            return
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        teacher,
+                        completion.key,
+                        completion.text,
+                        completion.finish_reason,
+                        completion.prompt_tokens,
+                        completion.completion_tokens,
+                        time.time(),
+                    ),
+                )
+            except sqlite3.Error as exc:
+                raise CacheError(f"cannot write to the call cache at {self.path}: {exc}") from exc
+            self._uncommitted += 1
+            if self._uncommitted >= self.commit_every:
+                self._commit_locked()
+
+    def commit(self) -> None:
+        """Make every put so far durable."""
+        with self._lock:
+            self._commit_locked()
+
+    def _commit_locked(self) -> None:
+        try:
+            self._db.execute("COMMIT")
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise CacheError(f"cannot commit the call cache at {self.path}: {exc}") from exc
+        self._uncommitted = 0
+
+    def stats(self) -> CacheStats:
+        """Counts per teacher fingerprint, tokens and file size."""
+        with self._lock:
+            self._commit_locked()
+            teachers = dict(
+                self._db.execute("SELECT teacher, COUNT(*) FROM calls GROUP BY teacher").fetchall()
+            )
+            tokens = self._db.execute("SELECT COALESCE(SUM(completion_tokens), 0) FROM calls")
+            completion_tokens = int(tokens.fetchone()[0])
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+        return CacheStats(str(self.path), sum(teachers.values()), teachers, completion_tokens, size)
+
+    def prune(self, *, older_than_s: float | None = None, teacher: str | None = None) -> int:
+        """Delete calls older than ``older_than_s`` seconds and/or of one teacher; the count."""
+        clauses: list[str] = []
+        args: list[float | str] = []
+        if older_than_s is not None:
+            clauses.append("created < ?")
+            args.append(time.time() - older_than_s)
+        if teacher is not None:
+            clauses.append("teacher = ?")
+            args.append(teacher)
+        where = " AND ".join(clauses) or "1"
+        with self._lock:
+            deleted = self._db.execute(f"DELETE FROM calls WHERE {where}", args).rowcount
+            self._commit_locked()
+            self._db.execute("COMMIT")
+            self._db.execute("VACUUM")
+            self._db.execute("BEGIN")
+        return int(deleted)
+
+    def close(self) -> None:
+        """Commit and close."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("COMMIT")
+            self._db.close()
+
+    def __enter__(self) -> CallCache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
