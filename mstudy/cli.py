@@ -1,0 +1,224 @@
+"""The ``mstudy`` command line: argument handling only; the work is in config and plugins.
+
+::
+
+    mstudy run study.toml [--limit N] [--quiet] [--json-report FILE]
+    mstudy plugins [--json] [--check] [--kind K] [--verbose]
+    mstudy --version
+
+Exit codes: 0 success, 1 a failure while running (or ``plugins --check`` found a broken
+plugin), 2 a bad config, command line or plugin name. Errors print one line on stderr, no
+traceback. A new subcommand is a ``_add_<name>`` function registering its parser (with
+``func=`` its handler) listed in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mstudy._version import __version__
+from mstudy.errors import ConfigError, MstudyError, PluginError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+_Subparsers = Any  # argparse's _SubParsersAction, which is private
+
+
+# -- mstudy run -------------------------------------------------------------------------------
+
+
+def _add_run(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a study described by a TOML config",
+        description="Build the study a TOML config describes, run it and print its report.",
+    )
+    parser.add_argument("config", type=Path, help="the study config (TOML)")
+    parser.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="study at most N source records"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no report on stdout"
+    )
+    parser.add_argument(
+        "--json-report", type=Path, metavar="FILE", help="also write the report as JSON to FILE"
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mstudy.config import load_config
+
+    config = load_config(args.config)
+    study, source = config.build(progress=False if args.quiet else None)
+    limit = args.limit if args.limit is not None else config.limit
+    report = study.run(source, limit=limit)
+    if args.json_report is not None:
+        args.json_report.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str)
+        args.json_report.write_text(text + "\n", encoding="utf-8")
+    if not args.quiet:
+        print(report)
+    return EXIT_OK
+
+
+# -- mstudy plugins ---------------------------------------------------------------------------
+
+
+def _add_plugins(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plugins",
+        help="list installed teachers, strategies, filters and sinks",
+        description="List the plugins registered through entry points, without importing them.",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.add_argument(
+        "--check", action="store_true", help="import every plugin and report ok or its error"
+    )
+    parser.add_argument(
+        "--kind",
+        metavar="K",
+        help="only this kind: teachers, strategies, filters or sinks (singular works too)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show each plugin's summary and parameters",
+    )
+    parser.set_defaults(func=_plugins)
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from mstudy import plugins
+
+    infos = plugins.list_plugins(args.kind)
+    rows: list[dict[str, Any]] = [info.to_dict() for info in infos]
+    broken = False
+    if args.check or args.verbose:
+        for info, row in zip(infos, rows, strict=True):
+            try:
+                if args.verbose:
+                    details = plugins.describe(info.kind, info.qualified_name)
+                    row["summary"] = details["summary"]
+                    row["parameters"] = details["parameters"]
+                else:
+                    plugins.load(info.kind, info.qualified_name)
+                status = "ok"
+            except PluginError as exc:
+                status = f"error: {_cause(exc)}"
+                broken = True
+            duplicate = info.status == "duplicate"
+            if args.check:
+                row["status"] = f"{status} (duplicate)" if duplicate else status
+            else:
+                row["status"] = "duplicate" if duplicate and status == "ok" else status
+                if status == "ok" and not duplicate:
+                    row["status"] = "loaded"
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no plugins installed" + (f" of kind {args.kind}" if args.kind else ""))
+    else:
+        _print_table(rows, verbose=args.verbose)
+    return EXIT_FAILURE if args.check and broken else EXIT_OK
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__
+    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+
+
+def _print_table(rows: Sequence[dict[str, Any]], *, verbose: bool) -> None:
+    columns = ("kind", "name", "distribution", "version", "status")
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns[:-1]}
+    print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths.get(c, 0)) for c in columns).rstrip())
+        if verbose and row.get("summary") is not None:
+            if row["summary"]:
+                print(f"    {row['summary']}")
+            for parameter in row.get("parameters", ()):
+                print(f"      {parameter}")
+
+
+# -- the program ------------------------------------------------------------------------------
+
+COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_run, _add_plugins)
+"""Each adds one subcommand; ``probe`` and ``cache`` will join them."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mstudy`` argument parser, with every subcommand of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="mstudy",
+        description="Machine studying: a teacher model enriches a dataset before a student "
+        "is trained on it.",
+    )
+    parser.add_argument("--version", action="version", version=f"mstudy {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (ConfigError, PluginError) as exc:
+        _error(exc)
+        return EXIT_USAGE
+    except MstudyError as exc:
+        _error(exc)
+        return EXIT_FAILURE
+    except BrokenPipeError:  # `mstudy plugins | head`: the reader left, say nothing
+        _silence_stdout()
+        return EXIT_FAILURE
+    except OSError as exc:  # e.g. --json-report to a folder that cannot be written
+        _error(exc)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("mstudy: interrupted", file=sys.stderr)
+        return 130
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (captured output)
+        pass
+
+
+def _error(exc: BaseException) -> None:
+    print(f"mstudy: error: {exc}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

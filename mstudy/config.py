@@ -1,0 +1,492 @@
+"""Study configs in TOML: one file names the source, teacher, strategies, filters and sinks.
+
+::
+
+    [source]
+    path = "facts.jsonl"          # relative paths resolve against this file's folder
+    id_field = "id"               # optional
+    limit = 100                   # optional
+
+    [teacher]
+    name = "scripted"             # a teacher plugin name, or "dist:name"
+    reply = "..."                 # every other key is a parameter of the plugin
+
+    [[strategies]]
+    name = "reverse"
+    n = 2
+    fields = { text = "fact", subject = "subject", object = "object" }
+    params = { temperature = 0.7, max_new_tokens = 64 }
+
+    [[filters]]
+    name = "length"
+    min_chars = 10
+
+    [[sinks]]
+    name = "jsonl"
+    path = "out/enriched.jsonl"
+
+    [rejects]                     # optional; any sink
+    name = "jsonl"
+    path = "out/rejects.jsonl"
+
+    [run]                         # optional
+    progress = true
+
+A component may also be given by name alone (``teacher = "scripted"``,
+``strategies = ["reverse", "paraphrase"]``). Parameters named ``path`` or ``dir``, or ending
+in ``_path`` or ``_dir``, resolve against the config file's folder. Every error is a
+:class:`~mstudy.errors.ConfigError` that starts with ``file:line:``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mstudy import plugins
+from mstudy.errors import ConfigError, PluginError, PluginLoadError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+if TYPE_CHECKING:
+    from mstudy.interfaces import Filter, Sink, Strategy, Teacher
+    from mstudy.study import Study
+
+SECTIONS = ("source", "teacher", "strategies", "filters", "sinks", "rejects", "run")
+"""The top-level sections a study config may have."""
+SOURCE_KEYS = ("path", "id_field", "limit")
+RUN_KEYS = ("progress",)
+
+Where = Callable[[str | None], str]
+"""Gives the ``file:line`` of a key of a component table (None: the table itself)."""
+
+
+# -- locating lines ---------------------------------------------------------------------------
+
+_KEY = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')"""
+_NAME = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_ARRAY_HEADER = re.compile(rf"^\s*\[\[\s*({_NAME})\s*\]\]\s*(?:#.*)?$")  # [[name]]
+_TABLE_HEADER = re.compile(rf"^\s*\[\s*({_NAME})\s*\]\s*(?:#.*)?$")  # [name]
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def _dotted(name: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in name.split("."))
+
+
+class _Locator:
+    """Finds the line of a section, of the Nth ``[[array]]`` table and of a key in them.
+
+    A plain line scanner, not a TOML parser: enough to point an error at its line.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.headers: list[tuple[int, str]] = []  # (0-based line, dotted name)
+        for i, line in enumerate(self.lines):
+            match = _ARRAY_HEADER.match(line) or _TABLE_HEADER.match(line)
+            if match:
+                self.headers.append((i, _dotted(match.group(1))))
+
+    def _key_in(self, start: int, stop: int, key: str) -> int | None:
+        pattern = re.compile(
+            rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[.=]"""
+        )
+        for i in range(start, stop):
+            if pattern.match(self.lines[i]):
+                return i
+        return None
+
+    def line(self, section: str, index: int | None = None, key: str | None = None) -> int | None:
+        """1-based line of ``key`` in ``section`` (its ``index``-th table), or of the table."""
+        ends = [h[0] for h in self.headers] + [len(self.lines)]
+        count = -1
+        for n, (start, name) in enumerate(self.headers):
+            if name != section:
+                continue
+            count += 1  # [[section]] tables in order; a lone [section] is table 0
+            if index is not None and count != index:
+                continue
+            # the table runs to the next header that is not one of its own sub-tables
+            stop = len(self.lines)
+            for later, later_name in self.headers[n + 1 :]:
+                if not later_name.startswith(f"{section}."):
+                    stop = later
+                    break
+            if key is not None:
+                found = self._key_in(start + 1, ends[n + 1], key)
+                if found is None:
+                    for sub, sub_name in self.headers[n + 1 :]:
+                        if sub >= stop:
+                            break
+                        if sub_name == f"{section}.{key}" or sub_name.startswith(
+                            f"{section}.{key}."
+                        ):
+                            found = sub
+                            break
+                if found is not None:
+                    return found + 1
+            return start + 1
+        # not a table of its own: ``section = ...`` or ``section.key = ...`` at the top level
+        found = self._key_in(0, ends[0], section)
+        return None if found is None else found + 1
+
+
+# -- the config -------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyConfig:
+    """A parsed study config: each component is a table with ``name`` and its parameters."""
+
+    path: Path
+    source: dict[str, Any]
+    teacher: dict[str, Any]
+    strategies: list[dict[str, Any]]
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    sinks: list[dict[str, Any]] = field(default_factory=list)
+    rejects: dict[str, Any] | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    text: str = field(default="", repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths resolve against: the config file's."""
+        return self.path.parent
+
+    @property
+    def source_path(self) -> str:
+        """The source's path, resolved against :attr:`base_dir`."""
+        return resolve_path(self.source["path"], self.base_dir)
+
+    @property
+    def limit(self) -> int | None:
+        limit = self.source.get("limit")
+        return None if limit is None else int(limit)
+
+    @property
+    def id_field(self) -> str:
+        return str(self.source.get("id_field", "id"))
+
+    @property
+    def progress(self) -> bool | None:
+        progress = self.run.get("progress")
+        return None if progress is None else bool(progress)
+
+    def where(self, section: str, index: int | None = None) -> Where:
+        """A :data:`Where` for a section (and the ``index``-th table of an array section)."""
+        locator = _Locator(self.text)
+
+        def at(key: str | None) -> str:
+            line = locator.line(section, index, key)
+            return f"{self.path}:{line}" if line is not None else str(self.path)
+
+        return at
+
+    def build(self, *, progress: bool | None = None) -> tuple[Study, str]:
+        """Build every component and the :class:`~mstudy.study.Study`; returns it and the source.
+
+        All names are looked up first (no import), so a misspelt one is reported before a
+        teacher model loads. ``progress`` overrides ``[run] progress``.
+        """
+        from mstudy.study import Study
+
+        jobs: list[tuple[str, Mapping[str, Any], Where]] = [
+            *(
+                ("strategies", t, self.where("strategies", i))
+                for i, t in enumerate(self.strategies)
+            ),
+            *(("filters", t, self.where("filters", i)) for i, t in enumerate(self.filters)),
+            ("teachers", self.teacher, self.where("teacher")),
+            *(("sinks", t, self.where("sinks", i)) for i, t in enumerate(self.sinks)),
+        ]
+        if self.rejects is not None:
+            jobs.append(("sinks", self.rejects, self.where("rejects")))
+        for kind, table, where in jobs:
+            _lookup(kind, table, where)
+        built: list[object] = []
+        try:
+            for kind, table, where in jobs:
+                built.append(build_component(kind, table, where, base_dir=self.base_dir))
+            n_strategies, n_filters = len(self.strategies), len(self.filters)
+            strategies = cast("list[Strategy]", built[:n_strategies])
+            filters = cast("list[Filter]", built[n_strategies : n_strategies + n_filters])
+            teacher = cast("Teacher", built[n_strategies + n_filters])
+            sinks = cast("list[Sink]", built[n_strategies + n_filters + 1 :])
+            rejects = sinks.pop() if self.rejects is not None else None
+            try:
+                study = Study(
+                    teacher,
+                    strategies,
+                    filters,
+                    sinks,
+                    rejects,
+                    id_field=self.id_field,
+                    progress=self.progress if progress is None else progress,
+                )
+            except (PluginError, ValueError, TypeError) as exc:
+                raise ConfigError(f"{self.path}: {exc}") from exc
+        except BaseException:
+            _abort_sinks(built[len(self.strategies) + len(self.filters) + 1 :])
+            raise
+        return study, self.source_path
+
+
+def _abort_sinks(sinks: list[object]) -> None:
+    """Leave nothing behind for sinks built before a later component failed."""
+    for sink in sinks:
+        abort = getattr(sink, "abort", None)
+        if callable(abort):
+            with contextlib.suppress(Exception):  # the original error matters more
+                abort()
+
+
+def resolve_path(value: str, base_dir: Path) -> str:
+    """``value`` made absolute against ``base_dir`` (``~`` expanded; URLs left alone)."""
+    if "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base_dir / path)
+
+
+def _is_path_key(key: str) -> bool:
+    return key in ("path", "dir") or key.endswith(("_path", "_dir"))
+
+
+def _split(kind: str, table: Mapping[str, Any], where: Where) -> tuple[str, dict[str, Any]]:
+    singular = plugins.singular(kind)
+    name = table.get("name")
+    if not isinstance(name, str) or not name.strip():
+        got = "none" if name is None else repr(name)
+        message = f"a {singular} needs a 'name' (a plugin name), got {got}"
+        prefix = where("name")
+        raise ConfigError(f"{prefix}: {message}" if prefix else message)
+    return name.strip(), {k: v for k, v in table.items() if k != "name"}
+
+
+def _lookup(kind: str, table: Mapping[str, Any], where: Where) -> None:
+    """Check that the component's plugin is installed, without importing it."""
+    name, _ = _split(kind, table, where)
+    try:
+        plugins.find(kind, name)
+    except PluginError as exc:
+        raise ConfigError(f"{where('name')}: {exc}") from exc
+
+
+def build_component(
+    kind: str,
+    table: Mapping[str, Any],
+    where: Where | str = "",
+    *,
+    base_dir: Path | None = None,
+) -> object:
+    """Create the plugin a config table describes: ``name`` plus the plugin's parameters.
+
+    ``where`` says where the table is, for messages: a ``file:line`` string or a
+    :data:`Where`. Path parameters resolve against ``base_dir`` when it is given.
+    """
+
+    def locate(key: str | None) -> str:
+        return where(key) if callable(where) else where
+
+    def fail(key: str | None, exc: Exception) -> str:
+        prefix = locate(key)
+        return f"{prefix}: {exc}" if prefix else str(exc)
+
+    name, params = _split(kind, table, locate)
+    if base_dir is not None:
+        params = {
+            k: resolve_path(v, base_dir) if _is_path_key(k) and isinstance(v, str) else v
+            for k, v in params.items()
+        }
+    try:
+        return plugins.create(kind, name, **params)
+    except plugins.ParameterError as exc:
+        raise ConfigError(fail(exc.parameter, exc)) from exc
+    except PluginLoadError as exc:
+        raise PluginLoadError(fail("name", exc)) from exc
+    except PluginError as exc:
+        raise ConfigError(fail("name", exc)) from exc
+    except ConfigError as exc:  # a value the plugin refused: point at the key it names
+        raise ConfigError(fail(_named_key(params, str(exc)), exc)) from exc
+
+
+def _named_key(params: Mapping[str, Any], message: str) -> str | None:
+    """The parameter an error message is about: one named in it (or a key inside one)."""
+    for key, value in params.items():
+        if isinstance(value, Mapping) and any(_names(message, str(k)) for k in value):
+            return key
+    for key in params:
+        if _names(message, key):
+            return key
+    return None
+
+
+def _names(message: str, word: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", message) is not None
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def _components(
+    data: Mapping[str, Any], section: str, locator: _Locator, path: Path
+) -> list[dict[str, Any]]:
+    raw = data.get(section, [])
+    if isinstance(raw, (str, Mapping)):
+        raw = [raw]
+    if not isinstance(raw, list):
+        line = locator.line(section)
+        raise ConfigError(
+            f"{path}:{line}: '{section}' must be an array of tables ([[{section}]]) or of names"
+        )
+    out = []
+    for i, item in enumerate(raw):
+        out.append(_component(item, section, i, locator, path))
+    return out
+
+
+def _component(
+    item: Any, section: str, index: int | None, locator: _Locator, path: Path
+) -> dict[str, Any]:
+    if isinstance(item, str):
+        if section in ("sinks", "rejects") and item.endswith((".jsonl", ".parquet")):
+            return {"name": item.rpartition(".")[2], "path": item}  # a file path
+        return {"name": item}
+    if isinstance(item, Mapping):
+        return dict(item)
+    line = locator.line(section, index)
+    raise ConfigError(
+        f"{path}:{line}: '{section}' entries must be tables with a 'name' or plugin names, "
+        f"got {type(item).__name__}"
+    )
+
+
+def _check_keys(
+    table: Mapping[str, Any], accepted: tuple[str, ...], section: str, locator: _Locator, path: Path
+) -> None:
+    for key in table:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{path}:{locator.line(section, None, key)}: unknown key {key!r} in [{section}]"
+                f"{hint}; accepted: {', '.join(accepted)}"
+            )
+
+
+def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
+    """Parse the text of a study config; ``path`` names it in errors and anchors relative paths."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_POSITION.search(message)
+        where = f"{path}:{match.group(1)}:{match.group(2)}" if match else str(path)
+        reason = _TOML_POSITION.sub("", message) if match else message
+        raise ConfigError(f"{where}: invalid TOML: {reason}") from exc
+    locator = _Locator(text)
+
+    unknown = [key for key in data if key not in SECTIONS]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, SECTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        line = locator.line(key)
+        raise ConfigError(
+            f"{path}:{line or 1}: unknown section {key!r}{hint}; accepted: {', '.join(SECTIONS)}"
+        )
+    for required, example in (
+        ("source", '[source]\npath = "data.jsonl"'),
+        ("teacher", '[teacher]\nname = "scripted"'),
+        ("strategies", '[[strategies]]\nname = "reverse"'),
+    ):
+        if not data.get(required):
+            inside = [k for k, v in data.items() if isinstance(v, Mapping) and required in v]
+            if inside:  # `strategies = [...]` written below [teacher] lands in the teacher
+                raise ConfigError(
+                    f"{path}:{locator.line(inside[0], None, required)}: '{required}' is inside "
+                    f"[{inside[0]}]; top-level keys must come before the first [table]"
+                )
+            raise ConfigError(f"{path}: missing [{required}] section, e.g.:\n{example}")
+
+    source = data["source"]
+    if isinstance(source, str):
+        source = {"path": source}
+    if not isinstance(source, Mapping):
+        raise ConfigError(f"{path}:{locator.line('source')}: [source] must be a table")
+    source = dict(source)
+    _check_keys(source, SOURCE_KEYS, "source", locator, path)
+    if not isinstance(source.get("path"), str) or not source["path"].strip():
+        raise ConfigError(
+            f"{path}:{locator.line('source', None, 'path')}: [source] needs a 'path' string "
+            "(a JSONL or Parquet file)"
+        )
+    limit = source.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(
+            f"{path}:{locator.line('source', None, 'limit')}: limit must be a positive integer, "
+            f"got {limit!r}"
+        )
+    if "id_field" in source and not isinstance(source["id_field"], str):
+        raise ConfigError(
+            f"{path}:{locator.line('source', None, 'id_field')}: id_field must be a string"
+        )
+
+    run = data.get("run", {})
+    if not isinstance(run, Mapping):
+        raise ConfigError(f"{path}:{locator.line('run')}: [run] must be a table")
+    _check_keys(run, RUN_KEYS, "run", locator, path)
+    if "progress" in run and not isinstance(run["progress"], bool):
+        raise ConfigError(
+            f"{path}:{locator.line('run', None, 'progress')}: progress must be true or false"
+        )
+
+    teacher = _component(data["teacher"], "teacher", None, locator, path)
+    rejects = data.get("rejects")
+    return StudyConfig(
+        path=path,
+        source=source,
+        teacher=teacher,
+        strategies=_components(data, "strategies", locator, path),
+        filters=_components(data, "filters", locator, path),
+        sinks=_components(data, "sinks", locator, path),
+        rejects=None if rejects is None else _component(rejects, "rejects", None, locator, path),
+        run=dict(run),
+        text=text,
+    )
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and check a study config file (plugins are looked up by :meth:`StudyConfig.build`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    return parse_config(text, path)
+
+
+__all__ = [
+    "SECTIONS",
+    "StudyConfig",
+    "Where",
+    "build_component",
+    "load_config",
+    "parse_config",
+    "resolve_path",
+]

@@ -1,0 +1,200 @@
+"""The ``mstudy`` command line: plugins listing, version, exit codes, ``run``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mstudy import __version__, plugins
+from mstudy.cli import main
+
+BASE = """\
+[source]
+path = "data.jsonl"
+
+[teacher]
+name = "scripted"
+
+[[strategies]]
+name = "reverse"
+"""
+
+
+@pytest.fixture
+def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A hand-made distribution on sys.path: filter ``cli_ok`` works, ``cli_broken`` does not."""
+    site = tmp_path / "site"
+    dist = site / "mstudy_cli_fake-2.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mstudy-cli-fake\nVersion: 2.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[mstudy.filters]\n"
+        "cli_ok = mstudy_cli_fake_mod:OkFilter\n"
+        "cli_broken = mstudy_cli_fake_missing:Nope\n"
+    )
+    (site / "mstudy_cli_fake_mod.py").write_text(
+        "class OkFilter:\n"
+        '    """Keep everything."""\n'
+        '    name = "cli_ok"\n'
+        "    def __init__(self, threshold: int = 3) -> None:\n"
+        "        self.threshold = threshold\n"
+        "    def check(self, example):\n"
+        "        return example\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    plugins.clear_cache()
+    yield site
+    plugins.clear_cache()
+    sys.modules.pop("mstudy_cli_fake_mod", None)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mstudy {__version__}"
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "run" in capsys.readouterr().err
+
+
+def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert main(["run", "x.toml", "--limit", "0"]) == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_plugins_table(capsys: pytest.CaptureFixture[str], fake_dist: Path) -> None:
+    assert main(["plugins"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["KIND", "NAME", "DISTRIBUTION", "VERSION", "STATUS"]
+    rows = {tuple(line.split()[:2]): line.split() for line in lines[1:]}
+    assert rows[("strategies", "reverse")][2] == "mstudy"
+    assert rows[("filters", "cli_ok")][2:] == ["mstudy-cli-fake", "2.0", "available"]
+    assert rows[("filters", "cli_broken")][4] == "available"  # listing imports nothing
+
+
+def test_plugins_json_and_kind(capsys: pytest.CaptureFixture[str], fake_dist: Path) -> None:
+    assert main(["plugins", "--json", "--kind", "filter"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["kind"] for r in rows} == {"filters"}
+    (ok,) = [r for r in rows if r["name"] == "cli_ok"]
+    assert ok == {
+        "kind": "filters",
+        "name": "cli_ok",
+        "distribution": "mstudy-cli-fake",
+        "version": "2.0",
+        "value": "mstudy_cli_fake_mod:OkFilter",
+        "status": "available",
+    }
+    assert main(["plugins", "--kind", "widgets"]) == 2
+    assert "unknown plugin kind 'widgets'" in capsys.readouterr().err
+
+
+def test_plugins_check(capsys: pytest.CaptureFixture[str], fake_dist: Path) -> None:
+    assert main(["plugins", "--check", "--json", "--kind", "filters"]) == 1  # one is broken
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["cli_ok"]["status"] == "ok"
+    assert rows["cli_broken"]["status"].startswith("error: ModuleNotFoundError")
+    assert "mstudy_cli_fake_missing" in rows["cli_broken"]["status"]
+    assert rows["length"]["status"] == "ok"
+
+
+def test_plugins_verbose(capsys: pytest.CaptureFixture[str], fake_dist: Path) -> None:
+    assert main(["plugins", "--verbose", "--kind", "filters"]) == 0
+    out = capsys.readouterr().out
+    assert "Keep everything." in out
+    assert "threshold: int = 3" in out
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mstudy", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ},
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"mstudy {__version__}"
+
+
+# -- mstudy run: exit codes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (BASE + "[[filters]\n", "study.toml:9:"),  # malformed TOML
+        (BASE.replace('"reverse"', '"revers"'), "study.toml:8: strategy 'revers' is not inst"),
+        (BASE + "nn = 1\n", "study.toml:9: strategy 'reverse': unknown parameter 'nn'"),
+        (BASE.replace("[teacher]", "[teachers]"), "unknown section 'teachers'"),
+    ],
+)
+def test_run_bad_config_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    assert main(["run", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert expected in captured.err
+    assert captured.err.startswith("mstudy: error: ")
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_run_missing_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+
+
+def test_run_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data.jsonl").write_text('{"id": 1, "text": "A is B."}\n')
+    (tmp_path / "study.toml").write_text(BASE + "\n[[sinks]]\nname = 'jsonl'\npath = 'out.jsonl'\n")
+    (tmp_path / "out.jsonl").mkdir()  # the sink cannot commit onto a folder
+    assert main(["run", str(tmp_path / "study.toml"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mstudy: error: ")
+    assert "Traceback" not in err
+
+
+def test_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    facts = [
+        {"id": "a", "text": "Olaf Brandt is the father of Lena Brandt.", "subject": "Olaf Brandt",
+         "object": "Lena Brandt"},
+        {"id": "b", "text": "Marie Curie discovered polonium.", "subject": "Marie Curie",
+         "object": "polonium"},
+        {"id": "c", "text": "Rome is in Italy.", "subject": "Rome", "object": "Italy"},
+    ]  # fmt: skip
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
+    (tmp_path / "study.toml").write_text(
+        BASE.replace(
+            'name = "scripted"', "name = 'scripted'\nreply = '{{ object }} <- {{ subject }}'"
+        )
+        + "\n[[sinks]]\nname = 'jsonl'\npath = 'out/rows.jsonl'\n[run]\nprogress = true\n"
+    )
+    report_path = tmp_path / "reports" / "report.json"
+    code = main(
+        ["run", str(tmp_path / "study.toml"), "--limit", "2", "--json-report", str(report_path)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "reverse" in captured.out  # the report table
+    report = json.loads(report_path.read_text())
+    assert report["records"] == 2 and report["accepted"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "out" / "rows.jsonl").open()]
+    assert [r["source_id"] for r in rows] == ["a", "b"]
+    assert rows[0]["text"] == "Lena Brandt <- Olaf Brandt"
+    assert rows[0]["provenance"]["strategy"] == "reverse"
+    assert rows[0]["provenance"]["source_id"] == "a"
+    # --quiet: nothing on stdout
+    assert main(["run", str(tmp_path / "study.toml"), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
