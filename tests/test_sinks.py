@@ -358,7 +358,22 @@ def test_parquet_round_trip_with_provenance(tmp_path: Path, pa: Any, pq: Any) ->
     assert pq.ParquetFile(target).metadata.num_row_groups == 3
     assert leftovers(tmp_path) == ["out.parquet"]
     provenance = pq.read_schema(target).field("provenance").type
-    assert provenance.field("params").type.field("seed").type == pa.string()  # null -> string
+    assert provenance.field("params").type.field("seed").type == pa.int64()  # known type
+
+
+def test_parquet_keeps_provenance_types_when_the_first_rows_are_unseeded(
+    tmp_path: Path, pq: Any
+) -> None:
+    from mstudy.sinks.parquet import ParquetSink
+
+    target = tmp_path / "out.parquet"
+    unseeded, seeded = example_row(0), example_row(1)
+    seeded["provenance"]["params"]["seed"] = 42
+    with ParquetSink(target, row_group_size=1) as sink:
+        sink.write([unseeded])
+        sink.write([seeded])
+    seeds = [r["provenance"]["params"]["seed"] for r in pq.read_table(target).to_pylist()]
+    assert seeds == [None, 42]
 
 
 def test_parquet_null_columns_become_string_and_missing_keys_null(

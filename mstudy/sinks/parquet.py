@@ -171,6 +171,34 @@ def conform_array(pa: Any, array: Any, dtype: Any, name: str, where: str) -> Any
         ) from exc
 
 
+def known_column_types(pa: Any) -> dict[str, Any]:
+    """Arrow types of the columns mstudy itself writes, so a first batch of nulls cannot
+    fix them to the wrong type (``provenance.params.seed`` is an integer even when unset)."""
+    params = pa.struct(
+        [
+            ("max_new_tokens", pa.int64()),
+            ("temperature", pa.float64()),
+            ("top_p", pa.float64()),
+            ("seed", pa.int64()),
+            ("stop", pa.list_(pa.string())),
+        ]
+    )
+    provenance = pa.struct(
+        [
+            ("source_id", pa.string()),
+            ("source_ids", pa.list_(pa.string())),
+            ("strategy", pa.string()),
+            ("strategy_version", pa.string()),
+            ("template_hash", pa.string()),
+            ("teacher", pa.string()),
+            ("params", params),
+            ("sample", pa.int64()),
+            ("finish_reason", pa.string()),
+        ]
+    )
+    return {"provenance": provenance}
+
+
 def conform_table(pa: Any, table: Any, schema: Any, where: str) -> Any:
     """``table`` with exactly ``schema``'s columns: cast, missing ones null, new ones an error."""
     names = set(schema.names)
@@ -239,8 +267,12 @@ class ParquetSink(BaseSink):
         where = f"{self.path} (rows {first}-{last})"
         table = rows_to_table(pa, rows, where)
         if self.schema is None:
+            known = known_column_types(pa)
             self.schema = pa.schema(
-                [field.with_type(fill_null_types(pa, field.type)) for field in table.schema]
+                [
+                    field.with_type(known.get(field.name) or fill_null_types(pa, field.type))
+                    for field in table.schema
+                ]
             )
         table = conform_table(pa, table, self.schema, where)
         try:
