@@ -59,13 +59,17 @@ class CacheStats:
 class CallCache:
     """Stored teacher calls. ``get`` and ``put`` are thread-safe; ``commit`` makes puts durable.
 
-    Puts are committed every ``commit_every`` calls and on ``commit``/``close``; the study commits
-    before it writes rows that depend on them.
+    Puts are committed every ``commit_every`` calls or ``commit_seconds``, whichever comes
+    first, and on ``commit``/``close``; the study commits before each journal checkpoint.
     """
 
-    def __init__(self, path: str | Path, *, commit_every: int = 256) -> None:
+    def __init__(
+        self, path: str | Path, *, commit_every: int = 256, commit_seconds: float = 0.5
+    ) -> None:
         self.path = Path(path)
         self.commit_every = commit_every
+        self.commit_seconds = commit_seconds
+        self._committed_at = time.monotonic()
         self._lock = threading.Lock()
         self._uncommitted = 0
         self.hits = 0
@@ -121,7 +125,10 @@ class CallCache:
             except sqlite3.Error as exc:
                 raise CacheError(f"cannot write to the call cache at {self.path}: {exc}") from exc
             self._uncommitted += 1
-            if self._uncommitted >= self.commit_every:
+            if (
+                self._uncommitted >= self.commit_every
+                or time.monotonic() - self._committed_at >= self.commit_seconds
+            ):
                 self._commit_locked()
 
     def commit(self) -> None:
@@ -136,6 +143,7 @@ class CallCache:
         except sqlite3.Error as exc:
             raise CacheError(f"cannot commit the call cache at {self.path}: {exc}") from exc
         self._uncommitted = 0
+        self._committed_at = time.monotonic()
 
     def stats(self) -> CacheStats:
         """Counts per teacher fingerprint, tokens and file size."""

@@ -92,9 +92,18 @@ class Report:
             self._sampled[key] += 1
             self.samples.append(rejection.to_row())
 
+    def __getstate__(self) -> dict[str, Any]:
+        self.tick()
+        return dict(self.__dict__)
+
     def finish(self, status: str = "done") -> None:
         self.elapsed = time.perf_counter() - self._t0
         self.status = status
+
+    def resume(self) -> None:
+        """Carry on timing a report restored from a checkpoint."""
+        self._t0 = time.perf_counter() - self.elapsed
+        self.status = "running"
 
     def tick(self) -> None:
         """Refresh ``elapsed`` while running."""

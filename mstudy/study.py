@@ -15,14 +15,16 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mstudy.cache import CallCache
-from mstudy.errors import MstudyError, RecordError, TeacherError, TemplateError
+from mstudy.errors import ConfigError, MstudyError, RecordError, TeacherError, TemplateError
+from mstudy.hashing import stable_hash
 from mstudy.interfaces import Filter, Sink, Strategy, Teacher
 from mstudy.records import Completion, Example, Record, Rejection, Request
 from mstudy.report import FilterStats, Report
@@ -42,10 +44,13 @@ WRITE_CHUNK = 256
 class _Slot:
     """One source item on its way through: results wait here until all requests are back."""
 
+    item_id: str
     record: Record | None
     outstanding: int = 0
     sealed: bool = False
     results: dict[tuple[int, int], list[Example | Rejection]] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    completions: list[tuple[str, Completion]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,11 @@ class Study:
             never made again, across strategies, studies and runs.
         max_backlog: how many records may wait for emission before the study stops reading
             ahead (bounds memory while a slow request holds the head of the line).
+        journal: a directory that makes ``run`` resumable: killed at any instant and run
+            again, it goes on where it stopped and writes every row exactly once (see
+            :mod:`mstudy.journal`). Implies a call cache in that directory unless ``cache``
+            is given.
+        checkpoint_every: seconds between journal checkpoints.
 
     Output order is deterministic: records in source order, strategies in the given order,
     samples by index, whatever order the teacher answers in.
@@ -118,6 +128,8 @@ class Study:
         progress: bool | None = None,
         cache: CallCache | str | Path | None = None,
         max_backlog: int = 4096,
+        journal: str | Path | None = None,
+        checkpoint_every: float = 2.0,
     ) -> None:
         self.teacher: Teacher = _build("teachers", teacher)
         if isinstance(strategies, (str, bytes)) or not isinstance(strategies, Sequence):
@@ -137,6 +149,8 @@ class Study:
             raise ValueError(f"max_backlog must be >= 1, got {max_backlog}")
         self.max_backlog = max_backlog
         self.cache: CallCache | None = CallCache(cache) if isinstance(cache, (str, Path)) else cache
+        self.journal = Path(journal) if journal is not None else None
+        self.checkpoint_every = checkpoint_every
         self.last_report: Report | None = None
 
     def __repr__(self) -> str:
@@ -158,12 +172,25 @@ class Study:
             if isinstance(item, Example):
                 yield item
 
-    def run(self, source: Source, *, limit: int | None = None) -> Report:
+    def fingerprint(self, limit: int | None = None) -> dict[str, Any]:
+        """What determines this study's rows; a resumed run must match it."""
+        return {
+            "teacher": self.teacher.fingerprint,
+            "strategies": [_fingerprint(s) for s in self.strategies],
+            "filters": [_fingerprint(f) for f in self.filters],
+            "id_field": self.id_field,
+            "limit": limit,
+        }
+
+    def run(self, source: Source, *, limit: int | None = None, restart: bool = False) -> Report:
         """Run the study, writing accepted rows to the sinks and rejections to ``rejects``.
 
         Sinks are committed only when the run completes; on an error they are aborted (no
-        half-written file at the target path) and the error is raised.
+        half-written file at the target path) and the error is raised. With a ``journal``,
+        a rerun after a crash resumes; ``restart=True`` discards the journal first.
         """
+        if self.journal is not None:
+            return self._run_journaled(source, limit, restart)
         sinks = [_as_sink(s) for s in self._sink_specs]
         rejects = _as_sink(self._rejects_spec) if self._rejects_spec is not None else None
         opened: list[Sink] = [*sinks, *([rejects] if rejects is not None else [])]
@@ -195,6 +222,92 @@ class Study:
             raise
         return run.report
 
+    def _run_journaled(self, source: Source, limit: int | None, restart: bool) -> Report:
+        from mstudy.journal import Journal
+        from mstudy.sinks.jsonl import dumps_row
+
+        assert self.journal is not None
+        journal = Journal(self.journal, self.fingerprint(limit), restart=restart)
+        if self.cache is None:
+            self.cache = CallCache(journal.directory / "calls.sqlite")
+        state = journal.state
+        if state is None or state.phase == "studying":
+            for filt in self.filters:
+                saved = state.filter_states.get(filt.name) if state else None
+                if saved is not None and hasattr(filt, "set_state"):
+                    filt.set_state(saved)
+            if state is not None and state.report is not None:
+                state.report.resume()
+            run = StudyRun(
+                self,
+                source,
+                limit=limit,
+                skip=state.items_done if state else 0,
+                skip_last_id=state.last_id if state else None,
+                report=state.report if state else None,
+            )
+            journal.open_spools()
+            lines: dict[str, list[bytes]] = {"accepted": [], "rejects": []}
+            saved_at, saved_items = time.monotonic(), run.items_done
+
+            def save(phase: str = "studying") -> None:
+                for name, chunk in lines.items():
+                    journal.append(name, chunk)
+                    chunk.clear()
+                if self.cache is not None:
+                    self.cache.commit()
+                journal.checkpoint(
+                    items_done=run.items_done,
+                    last_id=run.last_id,
+                    report=run.report,
+                    filter_states={
+                        f.name: f.get_state() for f in self.filters if hasattr(f, "get_state")
+                    },
+                    phase=phase,
+                )
+
+            def at_boundary() -> None:
+                nonlocal saved_at, saved_items
+                if run.items_done != saved_items and (
+                    time.monotonic() - saved_at >= self.checkpoint_every
+                ):
+                    save()
+                    saved_at, saved_items = time.monotonic(), run.items_done
+
+            run.on_boundary = at_boundary
+            try:
+                for item in run:
+                    spool = "accepted" if isinstance(item, Example) else "rejects"
+                    lines[spool].append(dumps_row(item.to_row()))
+                save("sinking")
+            finally:
+                journal.close_spools()
+        assert journal.state is not None and journal.state.report is not None
+        report = journal.state.report
+        self.last_report = report
+        sinks = [_as_sink(s) for s in self._sink_specs]
+        rejects = _as_sink(self._rejects_spec) if self._rejects_spec is not None else None
+        opened: list[Sink] = [*sinks, *([rejects] if rejects is not None else [])]
+        try:
+            _copy(journal.rows("accepted"), sinks)
+            if rejects is not None:
+                _copy(journal.rows("rejects"), [rejects])
+            for sink in opened:
+                sink.close()
+        except BaseException:
+            for sink in opened:
+                try:
+                    sink.abort()
+                except Exception:  # keep the original error
+                    log.exception("could not abort sink %r", sink)
+            raise
+        journal.remove()
+        if self.cache is not None and self.cache.path.parent == journal.directory:
+            self.cache.close()
+            self.cache = None
+        report.finish("done")
+        return report
+
     def to_dataset(self, source: Source, *, limit: int | None = None) -> datasets.Dataset:
         """Run the study (sinks included) and also return the accepted rows as a Dataset."""
         from mstudy.sinks.hf import DatasetSink
@@ -208,6 +321,25 @@ class Study:
         return sink.dataset
 
 
+def _fingerprint(component: Any) -> str:
+    """A component's own fingerprint, else a hash of its class and public settings."""
+    own = getattr(component, "fingerprint", None)
+    if isinstance(own, str):
+        return own
+    settings = {k: repr(v) for k, v in sorted(vars(component).items()) if not k.startswith("_")}
+    kind = type(component)
+    return stable_hash([f"{kind.__module__}.{kind.__qualname__}", settings])
+
+
+def _copy(rows: Iterator[dict[str, Any]], sinks: Sequence[Sink]) -> None:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= WRITE_CHUNK:
+            _write(sinks, chunk)
+    _write(sinks, chunk)
+
+
 def _write(sinks: Sequence[Sink], rows: list[dict[str, Any]]) -> None:
     if rows:
         for sink in sinks:
@@ -218,11 +350,26 @@ def _write(sinks: Sequence[Sink], rows: list[dict[str, Any]]) -> None:
 class StudyRun(Iterator[Example | Rejection]):
     """One pass of a study over a source: iterate it for Examples and Rejections."""
 
-    def __init__(self, study: Study, source: Source, *, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        study: Study,
+        source: Source,
+        *,
+        limit: int | None = None,
+        skip: int = 0,
+        skip_last_id: str | None = None,
+        report: Report | None = None,
+    ) -> None:
         self.study = study
         self.source = source
         self.limit = limit
-        self.report = Report()
+        self.skip = skip
+        self.skip_last_id = skip_last_id
+        self.items_done = skip
+        self.last_id: str | None = skip_last_id
+        self.report = report if report is not None else Report()
+        self.on_boundary: Callable[[], None] | None = None
+        """Called between two source items, when everything before is yielded and consumed."""
         study.last_report = self.report
         for strategy in study.strategies:
             self.report.strategy(strategy.name)
@@ -244,6 +391,18 @@ class StudyRun(Iterator[Example | Rejection]):
         items = iter_source(self.source, id_field=self.study.id_field)
         if self.limit is not None:
             items = itertools.islice(items, self.limit)
+        skipped = deque(itertools.islice(items, self.skip), maxlen=1)
+        if self.skip:
+            last = skipped[0] if skipped else None
+            found = (
+                None if last is None else (last.id if isinstance(last, Record) else last.source_id)
+            )
+            if found != self.skip_last_id:
+                raise ConfigError(
+                    f"the source changed since the interrupted run: item {self.skip} was "
+                    f"{self.skip_last_id!r} and is now {found!r}; start over with restart=True "
+                    "(CLI: --restart)"
+                )
         yield from items
 
     def _run(self) -> Iterator[Example | Rejection]:
@@ -253,7 +412,7 @@ class StudyRun(Iterator[Example | Rejection]):
         pending: dict[str, list[_Pending]] = {}
         source = self._records()
         exhausted = False
-        bar = _progress_bar(study.progress, self.source, self.limit)
+        bar = _progress_bar(study.progress, self.source, self.limit, self.skip)
 
         def feed() -> Iterator[Request]:
             """Requests for the teacher; stops early when too many records await emission."""
@@ -263,20 +422,20 @@ class StudyRun(Iterator[Example | Rejection]):
                 if item is None:
                     exhausted = True
                     return
-                slot = _Slot(item if isinstance(item, Record) else None)
-                slots.append(slot)
                 if isinstance(item, Rejection):
+                    slot = _Slot(item.source_id, None, sealed=True)
                     slot.results[(-1, 0)] = [item]
-                    slot.sealed = True
+                    slots.append(slot)
                     continue
-                report.records += 1
+                slot = _Slot(item.id, item)
+                slots.append(slot)
                 for s_index, strategy in enumerate(study.strategies):
                     try:
                         batch = strategy.requests(item)
                     except (RecordError, TemplateError, ValueError) as exc:
                         slot.results[(s_index, -1)] = [_render_rejection(item, strategy, exc)]
                         continue
-                    report.strategy(strategy.name).requests += len(batch)
+                    slot.requests[strategy.name] = len(batch)
                     for r_index, request in enumerate(batch):
                         entry = _Pending(slot, s_index, r_index, strategy, request)
                         slot.outstanding += 1
@@ -295,12 +454,22 @@ class StudyRun(Iterator[Example | Rejection]):
         def emit() -> Iterator[Example | Rejection]:
             """Finished records, in source order, through the filters."""
             while slots and slots[0].sealed and slots[0].outstanding == 0:
+                if self.on_boundary is not None:
+                    self.on_boundary()
                 slot = slots.popleft()
+                if slot.record is not None:
+                    report.records += 1
+                for name, count in slot.requests.items():
+                    report.strategy(name).requests += count
+                for name, completion in slot.completions:
+                    report.count_completion(name, completion)
                 for key in sorted(slot.results):
                     for item in slot.results[key]:
                         yield self._account(
                             self._filter(item) if isinstance(item, Example) else item
                         )
+                self.items_done += 1
+                self.last_id = slot.item_id
                 if bar is not None:
                     bar.update(1)
                     _show_rates(bar, report)
@@ -342,7 +511,7 @@ class StudyRun(Iterator[Example | Rejection]):
                 bar.close()
 
     def _complete(self, entry: _Pending, completion: Completion) -> None:
-        self.report.count_completion(entry.strategy.name, completion)
+        entry.slot.completions.append((entry.strategy.name, completion))
         entry.slot.results[(entry.s_index, entry.r_index)] = self._parse(entry, completion)
         entry.slot.outstanding -= 1
 
@@ -416,7 +585,7 @@ def _show_rates(bar: Any, report: Report) -> None:
     bar.set_postfix(accepted=report.accepted, tok_s=f"{rate:.0f}", refresh=False)
 
 
-def _progress_bar(enabled: bool | None, source: Source, limit: int | None) -> Any:
+def _progress_bar(enabled: bool | None, source: Source, limit: int | None, skip: int) -> Any:
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -428,7 +597,7 @@ def _progress_bar(enabled: bool | None, source: Source, limit: int | None) -> An
     total = source_length(source)
     if limit is not None:
         total = min(total, limit) if total is not None else limit
-    return tqdm(total=total, unit="rec", desc="studying", dynamic_ncols=True)
+    return tqdm(total=total, initial=skip, unit="rec", desc="studying", dynamic_ncols=True)
 
 
 __all__ = ["Source", "Study", "StudyRun"]

@@ -32,6 +32,13 @@ class ExactDedup(RowFilter):
         digest = hashlib.blake2b(f"{prefix}\x00{text}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little")
 
+    def get_state(self) -> list[int]:
+        """The hashes seen so far (for a resumable run's checkpoint)."""
+        return list(self._seen)
+
+    def set_state(self, state: list[int]) -> None:
+        self._seen = set(state)
+
     def reason(self, example: Example) -> tuple[str, str] | None:
         key = self.key(example)
         if key in self._seen:

@@ -1,0 +1,58 @@
+"""A study run used by the crash tests: ``python crash_study.py DATA OUT [--journal DIR]``.
+
+The scripted teacher logs every call it makes (one key a line, flushed) so the tests can
+count repeated calls across kills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from mstudy import ExactDedup, Paraphrase, Request, Reverse, ScriptedTeacher, Study
+from mstudy.cache import CallCache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    parser.add_argument("out")
+    parser.add_argument("--journal")
+    parser.add_argument("--calls-log")
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    log = open(args.calls_log, "a", buffering=1) if args.calls_log else None  # noqa: SIM115
+
+    def reply(request: Request) -> str:
+        if args.delay:
+            time.sleep(args.delay)
+        if log is not None:
+            log.write(request.key + "\n")
+        v = request.variables
+        if request.strategy == "reverse":
+            number = int(v["subject"].split()[-1])
+            if number % 7 == 0:
+                return v["text"]  # a copy: rejected, so rejects are exercised too
+            return f"{v['object']} belongs to {v['subject']}."
+        return f"Said differently: {v['text'].lower()}"
+
+    out = Path(args.out)
+    journal = Path(args.journal) if args.journal else None
+    cache = CallCache(journal.with_suffix(".calls.sqlite"), commit_every=1) if journal else None
+    study = Study(
+        ScriptedTeacher(reply, fingerprint="crash-harness"),
+        [Reverse(), Paraphrase(n=2)],
+        [ExactDedup(scope="global")],
+        sinks=[out / "enriched.jsonl", out / "enriched.parquet"],
+        rejects=out / "rejects.jsonl",
+        journal=journal,
+        cache=cache,
+        checkpoint_every=0.05,
+        progress=False,
+    )
+    study.run(args.data)
+
+
+if __name__ == "__main__":
+    main()
