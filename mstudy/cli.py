@@ -49,6 +49,11 @@ def _add_run(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--json-report", type=Path, metavar="FILE", help="also write the report as JSON to FILE"
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the journal of an interrupted run and start over (default: resume)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -58,7 +63,13 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     study, source = config.build(progress=False if args.quiet else None)
     limit = args.limit if args.limit is not None else config.limit
-    report = study.run(source, limit=limit)
+    if (
+        study.journal is not None
+        and (study.journal / "checkpoint.pkl").exists()
+        and not args.restart
+    ):
+        print(f"resuming the interrupted run journaled in {study.journal}", file=sys.stderr)
+    report = study.run(source, limit=limit, restart=args.restart)
     if args.json_report is not None:
         args.json_report.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str)

@@ -31,6 +31,9 @@
 
     [run]                         # optional
     progress = true
+    cache = "calls.sqlite"        # a call cache shared across runs (default: none)
+    journal = true                # resumable (default); a path, or false to turn it off
+    checkpoint_every = 2.0        # seconds between journal checkpoints
 
 A component may also be given by name alone (``teacher = "scripted"``,
 ``strategies = ["reverse", "paraphrase"]``). Parameters named ``path`` or ``dir``, or ending
@@ -44,7 +47,7 @@ import contextlib
 import difflib
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -64,7 +67,7 @@ if TYPE_CHECKING:
 SECTIONS = ("source", "teacher", "strategies", "filters", "sinks", "rejects", "run")
 """The top-level sections a study config may have."""
 SOURCE_KEYS = ("path", "id_field", "limit")
-RUN_KEYS = ("progress",)
+RUN_KEYS = ("progress", "cache", "journal", "checkpoint_every")
 
 Where = Callable[[str | None], str]
 """Gives the ``file:line`` of a key of a component table (None: the table itself)."""
@@ -182,6 +185,17 @@ class StudyConfig:
         progress = self.run.get("progress")
         return None if progress is None else bool(progress)
 
+    def journal_dir(self, sinks: Sequence[object]) -> Path | None:
+        """Where the run journal goes: ``[run] journal``, by default beside the first output."""
+        setting = self.run.get("journal", True)
+        if setting is False:
+            return None
+        if isinstance(setting, str):
+            return Path(resolve_path(setting, self.base_dir))
+        first = next((getattr(s, "path", None) for s in sinks if hasattr(s, "path")), None)
+        folder = Path(first).parent if first is not None else self.base_dir
+        return folder / f".{self.path.stem}.journal"
+
     def where(self, section: str, index: int | None = None) -> Where:
         """A :data:`Where` for a section (and the ``index``-th table of an array section)."""
         locator = _Locator(self.text)
@@ -232,6 +246,13 @@ class StudyConfig:
                     rejects,
                     id_field=self.id_field,
                     progress=self.progress if progress is None else progress,
+                    cache=(
+                        Path(resolve_path(self.run["cache"], self.base_dir))
+                        if "cache" in self.run
+                        else None
+                    ),
+                    journal=self.journal_dir([*sinks, *([rejects] if rejects else [])]),
+                    checkpoint_every=float(self.run.get("checkpoint_every", 2.0)),
                 )
             except (PluginError, ValueError, TypeError) as exc:
                 raise ConfigError(f"{self.path}: {exc}") from exc
@@ -450,6 +471,18 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
     if "progress" in run and not isinstance(run["progress"], bool):
         raise ConfigError(
             f"{path}:{locator.line('run', None, 'progress')}: progress must be true or false"
+        )
+    if "journal" in run and not isinstance(run["journal"], (bool, str)):
+        raise ConfigError(
+            f"{path}:{locator.line('run', None, 'journal')}: journal must be true, false or a path"
+        )
+    if "cache" in run and not isinstance(run["cache"], str):
+        raise ConfigError(f"{path}:{locator.line('run', None, 'cache')}: cache must be a path")
+    every = run.get("checkpoint_every", 2.0)
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or every < 0:
+        raise ConfigError(
+            f"{path}:{locator.line('run', None, 'checkpoint_every')}: checkpoint_every must be "
+            "a number of seconds >= 0"
         )
 
     teacher = _component(data["teacher"], "teacher", None, locator, path)

@@ -198,3 +198,26 @@ def test_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     # --quiet: nothing on stdout
     assert main(["run", str(tmp_path / "study.toml"), "--quiet"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_run_is_resumable_by_default_and_leaves_no_journal(tmp_path: Path) -> None:
+    import json as _json
+
+    from mstudy.cli import main as cli_main
+
+    data = tmp_path / "facts.jsonl"
+    data.write_text(
+        _json.dumps({"id": "a", "text": "A is in B.", "subject": "A", "object": "B"}) + "\n"
+    )
+    config = tmp_path / "study.toml"
+    config.write_text(
+        '[source]\npath = "facts.jsonl"\n[teacher]\nname = "scripted"\n'
+        'reply = "{{ object }} holds {{ subject }}."\n'
+        '[[strategies]]\nname = "reverse"\n[[sinks]]\nname = "jsonl"\npath = "out/rows.jsonl"\n'
+        '[run]\ncache = "calls.sqlite"\n'
+    )
+    assert cli_main(["run", "-q", str(config)]) == 0
+    assert (tmp_path / "out" / "rows.jsonl").read_text().count("\n") == 1
+    assert not (tmp_path / "out" / ".study.journal").exists()
+    assert (tmp_path / "calls.sqlite").exists()
+    assert cli_main(["run", "-q", "--restart", str(config)]) == 0
