@@ -161,8 +161,70 @@ def _print_table(rows: Sequence[dict[str, Any]], *, verbose: bool) -> None:
 
 # -- the program ------------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_run, _add_plugins)
-"""Each adds one subcommand; ``probe`` and ``cache`` will join them."""
+# -- mstudy cache ----------------------------------------------------------------------------
+
+
+def _add_cache(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cache",
+        help="show or prune a teacher-call cache",
+        description="Show what a call cache holds, or delete old entries from it.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    stats = actions.add_parser("stats", help="entries per teacher, tokens, size")
+    stats.add_argument("path", type=Path, help="the cache file (SQLite)")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=_cache_stats)
+    prune = actions.add_parser("prune", help="delete entries")
+    prune.add_argument("path", type=Path, help="the cache file (SQLite)")
+    prune.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="delete entries older than DAYS days"
+    )
+    prune.add_argument("--teacher", metavar="FINGERPRINT", help="delete one teacher's entries")
+    prune.set_defaults(func=_cache_prune)
+
+
+def _open_cache(path: Path) -> Any:
+    from mstudy.cache import CallCache
+
+    if not path.is_file():
+        raise ConfigError(f"no cache file at {path}")
+    return CallCache(path)
+
+
+def _cache_stats(args: argparse.Namespace) -> int:
+    with _open_cache(args.path) as cache:
+        stats = cache.stats()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "path": stats.path,
+                    "entries": stats.entries,
+                    "teachers": stats.teachers,
+                    "completion_tokens": stats.completion_tokens,
+                    "size_bytes": stats.size_bytes,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(stats)
+    return EXIT_OK
+
+
+def _cache_prune(args: argparse.Namespace) -> int:
+    if args.older_than is None and args.teacher is None:
+        raise ConfigError("say what to prune: --older-than DAYS and/or --teacher FINGERPRINT")
+    with _open_cache(args.path) as cache:
+        older = args.older_than * 86400 if args.older_than is not None else None
+        deleted = cache.prune(older_than_s=older, teacher=args.teacher)
+    print(f"deleted {deleted} cached calls from {args.path}")
+    return EXIT_OK
+
+
+COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_run, _add_plugins, _add_cache)
+"""Each adds one subcommand."""
 
 
 def _positive_int(text: str) -> int:

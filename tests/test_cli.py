@@ -221,3 +221,24 @@ def test_run_is_resumable_by_default_and_leaves_no_journal(tmp_path: Path) -> No
     assert not (tmp_path / "out" / ".study.journal").exists()
     assert (tmp_path / "calls.sqlite").exists()
     assert cli_main(["run", "-q", "--restart", str(config)]) == 0
+
+
+def test_cache_stats_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json as _json
+
+    from mstudy.cache import CallCache
+    from mstudy.cli import main as cli_main
+    from mstudy.records import Completion
+
+    path = tmp_path / "calls.sqlite"
+    with CallCache(path) as cache:
+        cache.put("t1", Completion("k1", "a", completion_tokens=3))
+        cache.put("t2", Completion("k2", "b", completion_tokens=4))
+    assert cli_main(["cache", "stats", "--json", str(path)]) == 0
+    stats = _json.loads(capsys.readouterr().out)
+    assert stats["entries"] == 2 and stats["teachers"] == {"t1": 1, "t2": 1}
+    assert stats["completion_tokens"] == 7
+    assert cli_main(["cache", "prune", "--teacher", "t1", str(path)]) == 0
+    assert "deleted 1" in capsys.readouterr().out
+    assert cli_main(["cache", "prune", str(path)]) == 2
+    assert cli_main(["cache", "stats", str(tmp_path / "missing.sqlite")]) == 2
