@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mstudy._version import __version__
+from mstudy.budget import Budget, Estimate
 from mstudy.errors import (
     AmbiguousPluginError,
     ConfigError,
@@ -82,10 +83,12 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AmbiguousPluginError",
+    "Budget",
     "ChainOfThought",
     "Completion",
     "ConfigError",
     "DatasetSink",
+    "Estimate",
     "ExactDedup",
     "Example",
     "Explain",

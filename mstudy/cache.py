@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from mstudy.errors import MstudyError
 from mstudy.records import Completion
@@ -71,7 +72,7 @@ class CallCache:
         self.commit_seconds = commit_seconds
         self._committed_at = time.monotonic()
         self._lock = threading.Lock()
-        self._uncommitted = 0
+        self._buffer: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.hits = 0
         self.misses = 0
         try:
@@ -83,7 +84,6 @@ class CallCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=60000")
             self._db.executescript(_SCHEMA)
-            self._db.execute("BEGIN")
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"cannot open the call cache at {self.path}: {exc}") from exc
 
@@ -93,11 +93,16 @@ class CallCache:
     def get(self, teacher: str, key: str) -> Completion | None:
         """The stored completion of ``key`` under ``teacher``, marked ``cached``; else None."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM calls "
-                "WHERE teacher = ? AND key = ?",
-                (teacher, key),
-            ).fetchone()
+            buffered = self._buffer.get((teacher, key))
+            row = (
+                buffered[2:6]
+                if buffered is not None
+                else self._db.execute(
+                    "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM calls "
+                    "WHERE teacher = ? AND key = ?",
+                    (teacher, key),
+                ).fetchone()
+            )
         if row is None:
             self.misses += 1
             return None
@@ -109,24 +114,17 @@ class CallCache:
         if not completion.ok or completion.cached:
             return
         with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        teacher,
-                        completion.key,
-                        completion.text,
-                        completion.finish_reason,
-                        completion.prompt_tokens,
-                        completion.completion_tokens,
-                        time.time(),
-                    ),
-                )
-            except sqlite3.Error as exc:
-                raise CacheError(f"cannot write to the call cache at {self.path}: {exc}") from exc
-            self._uncommitted += 1
+            self._buffer[(teacher, completion.key)] = (
+                teacher,
+                completion.key,
+                completion.text,
+                completion.finish_reason,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                time.time(),
+            )
             if (
-                self._uncommitted >= self.commit_every
+                len(self._buffer) >= self.commit_every
                 or time.monotonic() - self._committed_at >= self.commit_seconds
             ):
                 self._commit_locked()
@@ -137,12 +135,20 @@ class CallCache:
             self._commit_locked()
 
     def _commit_locked(self) -> None:
-        try:
-            self._db.execute("COMMIT")
-            self._db.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise CacheError(f"cannot commit the call cache at {self.path}: {exc}") from exc
-        self._uncommitted = 0
+        """Write the buffered puts in one write transaction (waits for other writers)."""
+        if self._buffer:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    list(self._buffer.values()),
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise CacheError(f"cannot write the call cache at {self.path}: {exc}") from exc
+            self._buffer.clear()
         self._committed_at = time.monotonic()
 
     def stats(self) -> CacheStats:
@@ -169,19 +175,18 @@ class CallCache:
             args.append(teacher)
         where = " AND ".join(clauses) or "1"
         with self._lock:
-            deleted = self._db.execute(f"DELETE FROM calls WHERE {where}", args).rowcount
             self._commit_locked()
-            self._db.execute("COMMIT")
+            deleted = self._db.execute(f"DELETE FROM calls WHERE {where}", args).rowcount
             self._db.execute("VACUUM")
-            self._db.execute("BEGIN")
         return int(deleted)
 
     def close(self) -> None:
         """Commit and close."""
         with self._lock:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("COMMIT")
-            self._db.close()
+            try:
+                self._commit_locked()
+            finally:
+                self._db.close()
 
     def __enter__(self) -> CallCache:
         return self

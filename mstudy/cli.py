@@ -50,6 +50,16 @@ def _add_run(subparsers: _Subparsers) -> None:
         "--json-report", type=Path, metavar="FILE", help="also write the report as JSON to FILE"
     )
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count the teacher requests and tokens (and cost, with [run] prices); call nothing",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count the teacher requests and tokens (and cost, with [run] prices); call nothing",
+    )
+    parser.add_argument(
         "--restart",
         action="store_true",
         help="discard the journal of an interrupted run and start over (default: resume)",
@@ -63,6 +73,13 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     study, source = config.build(progress=False if args.quiet else None)
     limit = args.limit if args.limit is not None else config.limit
+    if args.dry_run:
+        estimate = study.estimate(source, limit=limit)
+        if args.json_report is not None:
+            args.json_report.parent.mkdir(parents=True, exist_ok=True)
+            args.json_report.write_text(json.dumps(estimate.to_dict(), indent=2) + "\n")
+        print(estimate)
+        return EXIT_OK
     if (
         study.journal is not None
         and (study.journal / "checkpoint.pkl").exists()

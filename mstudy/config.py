@@ -34,6 +34,10 @@
     cache = "calls.sqlite"        # a call cache shared across runs (default: none)
     journal = true                # resumable (default); a path, or false to turn it off
     checkpoint_every = 2.0        # seconds between journal checkpoints
+    max_tokens = 1_000_000        # budget: stop cleanly (resumable) once this many are spent
+    max_cost = 5.0                # ... or this much money, with prices per 1M tokens:
+    price_in = 0.5
+    price_out = 1.5
 
 A component may also be given by name alone (``teacher = "scripted"``,
 ``strategies = ["reverse", "paraphrase"]``). Parameters named ``path`` or ``dir``, or ending
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mstudy import plugins
+from mstudy.budget import Budget
 from mstudy.errors import ConfigError, PluginError, PluginLoadError
 
 if sys.version_info >= (3, 11):
@@ -67,7 +72,16 @@ if TYPE_CHECKING:
 SECTIONS = ("source", "teacher", "strategies", "filters", "sinks", "rejects", "run")
 """The top-level sections a study config may have."""
 SOURCE_KEYS = ("path", "id_field", "limit")
-RUN_KEYS = ("progress", "cache", "journal", "checkpoint_every")
+RUN_KEYS = (
+    "progress",
+    "cache",
+    "journal",
+    "checkpoint_every",
+    "max_tokens",
+    "max_cost",
+    "price_in",
+    "price_out",
+)
 
 Where = Callable[[str | None], str]
 """Gives the ``file:line`` of a key of a component table (None: the table itself)."""
@@ -185,6 +199,16 @@ class StudyConfig:
         progress = self.run.get("progress")
         return None if progress is None else bool(progress)
 
+    def budget(self) -> Budget | None:
+        """The ``[run]`` budget and prices, if any are set."""
+        keys = ("max_tokens", "max_cost", "price_in", "price_out")
+        if not any(k in self.run for k in keys):
+            return None
+        try:
+            return Budget(**{k: self.run[k] for k in keys if k in self.run})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.where('run')(None)}: {exc}") from exc
+
     def journal_dir(self, sinks: Sequence[object]) -> Path | None:
         """Where the run journal goes: ``[run] journal``, by default beside the first output."""
         setting = self.run.get("journal", True)
@@ -253,6 +277,7 @@ class StudyConfig:
                     ),
                     journal=self.journal_dir([*sinks, *([rejects] if rejects else [])]),
                     checkpoint_every=float(self.run.get("checkpoint_every", 2.0)),
+                    budget=self.budget(),
                 )
             except (PluginError, ValueError, TypeError) as exc:
                 raise ConfigError(f"{self.path}: {exc}") from exc

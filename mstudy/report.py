@@ -60,6 +60,9 @@ class Report:
     started: float = field(default_factory=time.time)
     elapsed: float = 0.0
     status: str = "running"
+    spent_prompt_tokens: int = 0
+    spent_completion_tokens: int = 0
+    note: str = ""
     _t0: float = field(default_factory=time.perf_counter, repr=False)
     _sampled: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
 
@@ -77,6 +80,9 @@ class Report:
         stats.cached += completion.cached
         stats.prompt_tokens += completion.prompt_tokens
         stats.completion_tokens += completion.completion_tokens
+        if not completion.cached:
+            self.spent_prompt_tokens += completion.prompt_tokens
+            self.spent_completion_tokens += completion.completion_tokens
 
     def count_rejection(self, rejection: Rejection) -> None:
         if rejection.stage == "input" or rejection.strategy is None:
@@ -104,6 +110,7 @@ class Report:
         """Carry on timing a report restored from a checkpoint."""
         self._t0 = time.perf_counter() - self.elapsed
         self.status = "running"
+        self.note = ""
 
     def tick(self) -> None:
         """Refresh ``elapsed`` while running."""
@@ -148,6 +155,9 @@ class Report:
             "cached": self.cached,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "spent_prompt_tokens": self.spent_prompt_tokens,
+            "spent_completion_tokens": self.spent_completion_tokens,
+            "note": self.note,
             "elapsed_s": round(self.elapsed, 3),
             "input_rejected": dict(self.input_rejected),
             "strategies": {k: v.to_dict() for k, v in self.strategies.items()},
@@ -190,6 +200,8 @@ class Report:
             f"mstudy report: {self.status}, {self.records} records, {self.accepted} accepted, "
             f"{self.rejected} rejected, {self.elapsed:.1f}s"
         ]
+        if self.note:
+            lines.append(self.note)
         for i, row in enumerate(rows):
             lines.append(
                 "  ".join(

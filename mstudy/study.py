@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mstudy.budget import Budget, Estimate, count_prompt_tokens
 from mstudy.cache import CallCache
 from mstudy.errors import ConfigError, MstudyError, RecordError, TeacherError, TemplateError
 from mstudy.hashing import stable_hash
@@ -111,6 +112,8 @@ class Study:
             :mod:`mstudy.journal`). Implies a call cache in that directory unless ``cache``
             is given.
         checkpoint_every: seconds between journal checkpoints.
+        budget: a :class:`~mstudy.budget.Budget` of tokens or money; once spent, the run stops
+            cleanly after the current record (with a journal, a later run goes on).
 
     Output order is deterministic: records in source order, strategies in the given order,
     samples by index, whatever order the teacher answers in.
@@ -130,6 +133,7 @@ class Study:
         max_backlog: int = 4096,
         journal: str | Path | None = None,
         checkpoint_every: float = 2.0,
+        budget: Budget | None = None,
     ) -> None:
         self.teacher: Teacher = _build("teachers", teacher)
         if isinstance(strategies, (str, bytes)) or not isinstance(strategies, Sequence):
@@ -151,6 +155,7 @@ class Study:
         self.cache: CallCache | None = CallCache(cache) if isinstance(cache, (str, Path)) else cache
         self.journal = Path(journal) if journal is not None else None
         self.checkpoint_every = checkpoint_every
+        self.budget = budget
         self.last_report: Report | None = None
 
     def __repr__(self) -> str:
@@ -171,6 +176,44 @@ class Study:
         for item in run:
             if isinstance(item, Example):
                 yield item
+
+    def estimate(self, source: Source, *, limit: int | None = None) -> Estimate:
+        """A dry run: the requests a run would make and their tokens, without calling the teacher.
+
+        Prompt tokens are counted with the teacher's ``count_tokens`` when it has one, else
+        estimated as characters / 4; completion tokens are the ``max_new_tokens`` upper bound.
+        """
+        from mstudy.sources import iter_source
+
+        counter = getattr(self.teacher, "count_tokens", None)
+        estimate = Estimate(budget=self.budget)
+        if callable(counter):
+            estimate.tokens_counted_by = f"the {self.teacher.name} teacher's tokenizer"
+        else:
+            counter = None
+        fingerprint = self.teacher.fingerprint
+        items = iter_source(source, id_field=self.id_field)
+        for item in itertools.islice(items, limit) if limit is not None else items:
+            if isinstance(item, Rejection):
+                estimate.rejected_inputs += 1
+                continue
+            estimate.records += 1
+            for strategy in self.strategies:
+                try:
+                    batch = strategy.requests(item)
+                except (RecordError, TemplateError, ValueError):
+                    continue
+                for request in batch:
+                    if self.cache is not None and self.cache.get(fingerprint, request.key):
+                        estimate.cached += 1
+                        continue
+                    estimate.requests += 1
+                    estimate.per_strategy[strategy.name] = (
+                        estimate.per_strategy.get(strategy.name, 0) + 1
+                    )
+                    estimate.prompt_tokens += count_prompt_tokens([request], counter)
+                    estimate.max_completion_tokens += request.params.max_new_tokens
+        return estimate
 
     def fingerprint(self, limit: int | None = None) -> dict[str, Any]:
         """What determines this study's rows; a resumed run must match it."""
@@ -279,9 +322,12 @@ class Study:
                 for item in run:
                     spool = "accepted" if isinstance(item, Example) else "rejects"
                     lines[spool].append(dumps_row(item.to_row()))
-                save("sinking")
+                stopped = run.stop_reason is not None
+                save("studying" if stopped else "sinking")
             finally:
                 journal.close_spools()
+        else:
+            stopped = False
         assert journal.state is not None and journal.state.report is not None
         report = journal.state.report
         self.last_report = report
@@ -301,11 +347,12 @@ class Study:
                 except Exception:  # keep the original error
                     log.exception("could not abort sink %r", sink)
             raise
+        if stopped:  # a spent budget: the rows so far are written, the journal goes on
+            return report
         journal.remove()
         if self.cache is not None and self.cache.path.parent == journal.directory:
             self.cache.close()
             self.cache = None
-        report.finish("done")
         return report
 
     def to_dataset(self, source: Source, *, limit: int | None = None) -> datasets.Dataset:
@@ -368,6 +415,8 @@ class StudyRun(Iterator[Example | Rejection]):
         self.items_done = skip
         self.last_id: str | None = skip_last_id
         self.report = report if report is not None else Report()
+        self.stop_reason: str | None = None
+        """Set when the run stopped before the end of the source (a spent budget)."""
         self.on_boundary: Callable[[], None] | None = None
         """Called between two source items, when everything before is yielded and consumed."""
         study.last_report = self.report
@@ -454,6 +503,12 @@ class StudyRun(Iterator[Example | Rejection]):
         def emit() -> Iterator[Example | Rejection]:
             """Finished records, in source order, through the filters."""
             while slots and slots[0].sealed and slots[0].outstanding == 0:
+                if study.budget is not None and self.stop_reason is None:
+                    self.stop_reason = study.budget.exceeded(
+                        report.spent_prompt_tokens, report.spent_completion_tokens
+                    )
+                if self.stop_reason is not None:
+                    return
                 if self.on_boundary is not None:
                     self.on_boundary()
                 slot = slots.popleft()
@@ -475,8 +530,9 @@ class StudyRun(Iterator[Example | Rejection]):
                     _show_rates(bar, report)
 
         try:
-            while True:
-                for completion in study.teacher.generate(feed()):
+            while self.stop_reason is None:
+                completions = study.teacher.generate(feed())
+                for completion in completions:
                     entries = pending.pop(completion.key, None)
                     if entries is None:
                         raise TeacherError(
@@ -488,6 +544,13 @@ class StudyRun(Iterator[Example | Rejection]):
                     for entry in entries:
                         self._complete(entry, completion)
                     yield from emit()
+                    if self.stop_reason is not None:
+                        close = getattr(completions, "close", None)
+                        if callable(close):
+                            close()
+                        break
+                if self.stop_reason is not None:
+                    break
                 for entries in pending.values():
                     for entry in entries:
                         self._unanswered(entry)
@@ -497,7 +560,11 @@ class StudyRun(Iterator[Example | Rejection]):
                 yield from emit()
                 if exhausted:
                     break
-            report.finish("done")
+            if self.stop_reason is not None:
+                report.note = f"stopped early: {self.stop_reason}"
+                report.finish("stopped")
+            else:
+                report.finish("done")
         except GeneratorExit:
             report.finish("stopped")
             raise

@@ -314,3 +314,40 @@ def test_failed_calls_are_not_cached(tmp_path: Path) -> None:
     retry = ScriptedTeacher(REPLIES, fingerprint="same")
     report = Study(retry, [Reverse()], cache=cache).run(RECORDS)
     assert retry.calls == 10 and report.accepted == 10
+
+
+def test_dry_run_counts_requests_and_tokens_without_calling(tmp_path: Path) -> None:
+    from mstudy import Budget
+
+    teacher = ScriptedTeacher(REPLIES)
+    study = Study(teacher, four(), budget=Budget(price_in=1.0, price_out=2.0))
+    estimate = study.estimate([*RECORDS, "bad"])
+    assert teacher.calls == 0
+    assert (estimate.records, estimate.rejected_inputs, estimate.requests) == (10, 1, 40)
+    assert estimate.per_strategy == {"explain": 10, "reverse": 10, "paraphrase": 10, "cot": 10}
+    assert estimate.max_completion_tokens == 10 * (160 + 64 + 128 + 256)
+    assert estimate.prompt_tokens > 0
+    expected = (estimate.prompt_tokens * 1.0 + estimate.max_completion_tokens * 2.0) / 1e6
+    assert estimate.max_cost == pytest.approx(expected)
+    assert "40 teacher requests" in str(estimate)
+    cache = tmp_path / "c.sqlite"
+    Study(ScriptedTeacher(REPLIES), [Reverse()], cache=cache).run(RECORDS[:4])
+    assert Study(teacher, four(), cache=cache).estimate(RECORDS).cached == 4
+
+
+def test_a_spent_budget_stops_cleanly_and_a_journaled_run_goes_on(tmp_path: Path) -> None:
+    from mstudy import Budget
+
+    out, journal = tmp_path / "out.jsonl", tmp_path / "journal"
+    first = ScriptedTeacher(REPLIES)
+    report = Study(
+        first, [Reverse()], sinks=[out], journal=journal, budget=Budget(max_tokens=300)
+    ).run(RECORDS)
+    assert report.status == "stopped" and "token budget reached" in report.note
+    done = len(out.read_text().splitlines())
+    assert 0 < done < 10 and journal.exists()
+    second = ScriptedTeacher(REPLIES)
+    report = Study(second, [Reverse()], sinks=[out], journal=journal).run(RECORDS)
+    assert report.status == "done" and report.accepted == 10
+    assert len(out.read_text().splitlines()) == 10 and not journal.exists()
+    assert first.calls + second.calls <= 10 + 4  # only a few in-flight calls may repeat
