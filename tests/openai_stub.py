@@ -21,19 +21,31 @@ Misbehaviour is asked for by directives in the last user message (``@name`` or
 
 Attempts are counted per prompt (the last user message), so "fail twice, then succeed" works
 across the client's retries.
+
+A :class:`FaultMix` (``StubServer.faults``) injects faults at given rates, server-wide: each
+attempt's fault is a pure function of (seed, prompt, attempt number), so a run's faults do not
+depend on timing or request order, and a prompt that fails on attempt 1 may pass on attempt 2.
+A ``dead`` fraction of prompts fail on every attempt (so some requests exhaust their retries).
+What was injected is counted in :attr:`StubState.faults` and on each :class:`RecordedRequest`.
+
+``StubServer.go_down()`` (or ``down_after(n)``: after the n-th successful answer) takes the
+server down for good: the port stops listening and every open connection is cut.
+``restart()`` brings it back on the same port, keeping what it has seen.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import socket
+import struct
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,11 +64,75 @@ class RecordedRequest:
     finished: float = 0.0
     status: int = 0
     attempt: int = 1
+    fault: str | None = None
+    prompt: str = ""
+
+
+FAULTS = ("429", "500", "502", "503", "reset", "timeout", "malformed", "empty", "length")
+"""What a :class:`FaultMix` can inject. ``length`` is an answer (cut short), not a failure."""
+
+RETRYABLE_FAULTS = tuple(f for f in FAULTS if f != "length")
+
+
+def _unit(*parts: object) -> float:
+    """A number in [0, 1) that is a pure function of ``parts``."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass(frozen=True)
+class FaultMix:
+    """Server-wide fault injection at per-attempt rates, deterministic per (prompt, attempt).
+
+    ``rates`` maps names from :data:`FAULTS` to the probability that one attempt gets it (their
+    sum must stay <= 1). ``dead`` is the fraction of prompts that fail on every attempt, with a
+    fault drawn per attempt from :data:`RETRYABLE_FAULTS`. ``retry_after`` is sent with 429s
+    (``None``: no header); ``timeout_delay`` is how long a ``timeout`` attempt sleeps before it
+    answers, set it above the client's timeout.
+
+    ``429``/``500``/``502``/``503``: that status with a JSON error body. ``reset``: the
+    connection is reset (TCP RST) without an answer. ``timeout``: the answer comes too late.
+    ``malformed``: 200 with a body that is not JSON. ``empty``: 200 with ``"choices": []``.
+    ``length``: the reply cut to half its words with ``finish_reason: "length"``.
+    """
+
+    rates: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 0
+    dead: float = 0.0
+    retry_after: str | None = "0"
+    timeout_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.rates) - set(FAULTS))
+        if unknown:
+            raise ValueError(f"unknown fault(s) {unknown}; known: {FAULTS}")
+        if sum(self.rates.values()) > 1 or any(r < 0 for r in self.rates.values()):
+            raise ValueError("fault rates must be >= 0 and sum to at most 1")
+
+    @classmethod
+    def uniform(cls, rate: float, **kwargs: object) -> FaultMix:
+        """Every fault in :data:`FAULTS` at the same ``rate``."""
+        return cls(dict.fromkeys(FAULTS, rate), **kwargs)  # type: ignore[arg-type]
+
+    def is_dead(self, prompt: str) -> bool:
+        return self.dead > 0 and _unit(self.seed, "dead", prompt) < self.dead
+
+    def pick(self, prompt: str, attempt: int) -> str | None:
+        """The fault for ``attempt`` (1-based) of ``prompt``, or None for a good answer."""
+        if self.is_dead(prompt):
+            index = int(_unit(self.seed, "dead", prompt, attempt) * len(RETRYABLE_FAULTS))
+            return RETRYABLE_FAULTS[index]
+        draw, edge = _unit(self.seed, prompt, attempt), 0.0
+        for name in FAULTS:
+            edge += self.rates.get(name, 0.0)
+            if draw < edge:
+                return name
+        return None
 
 
 @dataclass
 class StubState:
-    """What the server has seen; guarded by ``lock``."""
+    """What the server has seen; guarded by ``lock``. Kept across ``restart()``."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight: int = 0
@@ -64,6 +140,9 @@ class StubState:
     trace: list[tuple[float, int]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    answered: int = 0
+    """Requests answered 200 with a usable reply (``length`` included)."""
 
 
 def parse_directives(text: str) -> tuple[str, dict[str, str]]:
@@ -118,10 +197,26 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
 
+    def _cut(self) -> None:
+        """Close the connection without an answer (FIN)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _reset(self) -> None:
+        """Reset the connection (TCP RST) without an answer."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.server.reset_on_close(self.connection)
+
     def do_POST(self) -> None:
         state = self.server.state
         length = int(self.headers.get("Content-Length", "0") or 0)
         raw = self.rfile.read(length) if length else b""
+        if self.server.down:
+            self._cut()
+            return
         try:
             body = json.loads(raw)
         except ValueError:
@@ -163,9 +258,18 @@ class _Handler(BaseHTTPRequestHandler):
         users = [m.get("content", "") for m in messages if m.get("role") == "user"]
         prompt = users[-1] if users else ""
         text, directives = parse_directives(f"{prompt} {self.server.default_directives}")
-        with self.server.state.lock:
-            self.server.state.attempts[prompt] += 1
-            rec.attempt = attempt = self.server.state.attempts[prompt]
+        state, mix = self.server.state, self.server.faults
+        with state.lock:
+            state.attempts[prompt] += 1
+            rec.attempt = attempt = state.attempts[prompt]
+            rec.prompt = prompt
+            rec.fault = fault = mix.pick(prompt, attempt) if mix is not None else None
+            if fault is not None:
+                state.faults[fault] += 1
+        if mix is not None and fault is not None and fault not in ("length", "timeout"):
+            return self._inject(fault, mix)
+        if fault == "timeout" and mix is not None:
+            time.sleep(mix.timeout_delay)
 
         if "delay" in directives:
             time.sleep(float(directives["delay"]))
@@ -209,6 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
             finish = "length"
         if "length" in directives:
             finish = "length"
+        if fault == "length":
+            cut = reply.split()
+            reply, finish = " ".join(cut[: max(1, len(cut) // 2)]), "length"
         payload: dict[str, Any] = {
             "id": f"chatcmpl-{len(self.server.state.requests)}",
             "object": "chat.completion",
@@ -230,7 +337,23 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": prompt_tokens + len(reply.split()),
             }
         self._send_json(200, payload)
+        self.server.note_answered()
         return 200
+
+    def _inject(self, fault: str, mix: FaultMix) -> int:
+        if fault == "reset":
+            self._reset()
+            return 0
+        if fault == "malformed":
+            self._send_raw(200, b'{"choices": [ this is not json')
+            return 200
+        if fault == "empty":
+            self._send_json(200, {"id": "x", "object": "chat.completion", "choices": []})
+            return 200
+        code = int(fault)
+        headers = {"Retry-After": mix.retry_after} if code == 429 and mix.retry_after else {}
+        self._send_json(code, {"error": {"message": f"injected {code}", "code": code}}, headers)
+        return code
 
 
 class _Server(ThreadingHTTPServer):
@@ -244,19 +367,81 @@ class _Server(ThreadingHTTPServer):
         if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
             super().handle_error(request, client_address)
 
-    def __init__(self, models: tuple[str, ...]) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = StubState()
+    def __init__(
+        self, models: tuple[str, ...], port: int = 0, state: StubState | None = None
+    ) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.state = state if state is not None else StubState()
         self.models = models
         self.default_directives = ""
+        self.faults: FaultMix | None = None
+        self.down = False
+        self.down_after: int | None = None
+        self._connections: set[socket.socket] = set()
+        self._resets: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        self._down_lock = threading.Lock()
+        self._closed = False
+
+    # -- connections ----------------------------------------------------------------------
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conn_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def reset_on_close(self, request: socket.socket) -> None:
+        with self._conn_lock:
+            self._resets.add(request)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conn_lock:
+            self._connections.discard(request)
+            reset = request in self._resets
+            self._resets.discard(request)
+        if reset:  # no FIN first: SO_LINGER 0 makes close() send a RST
+            self.close_request(request)
+        else:
+            super().shutdown_request(request)
+
+    def note_answered(self) -> None:
+        """Count a good answer; take the server down when ``down_after`` is reached."""
+        with self.state.lock:
+            self.state.answered += 1
+            trip = (
+                self.down_after is not None
+                and self.state.answered >= self.down_after
+                and not self.down
+            )
+            if trip:
+                self.down = True
+        if trip:
+            threading.Thread(target=self.go_down, daemon=True).start()
+
+    def go_down(self) -> None:
+        """Stop listening and cut every open connection (call from any thread but the loop's)."""
+        self.down = True
+        with self._down_lock:  # a second caller waits until the port is closed
+            if not self._closed:
+                self.shutdown()
+                self.server_close()
+                self._closed = True
+        with self._conn_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
 
 class StubServer:
     """The stub on 127.0.0.1 with a free port; a context manager."""
 
     def __init__(self, models: tuple[str, ...] = ("stub-model",)) -> None:
+        self._models = models
         self._server = _Server(models)
-        self._thread = threading.Thread(
+        self._thread = self._serving_thread()
+
+    def _serving_thread(self) -> threading.Thread:
+        return threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
@@ -266,9 +451,26 @@ class StubServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.go_down()
         self._thread.join(timeout=5)
+
+    def go_down(self) -> None:
+        """Down for good: the port refuses connections and open ones are cut."""
+        self.stop()
+
+    def down_after(self, answers: int | None) -> None:
+        """Go down by itself right after the ``answers``-th good answer (``None``: never)."""
+        self._server.down_after = answers
+
+    def restart(self) -> StubServer:
+        """Serve again on the same port (after ``go_down``), keeping state and settings."""
+        old = self._server
+        self.stop()
+        self._server = _Server(self._models, port=self.port, state=old.state)
+        self._server.default_directives = old.default_directives
+        self._server.faults = old.faults
+        self._thread = self._serving_thread()
+        return self.start()
 
     def __enter__(self) -> StubServer:
         return self.start()
@@ -295,6 +497,14 @@ class StubServer:
         self._server.default_directives = value
 
     @property
+    def faults(self) -> FaultMix | None:
+        return self._server.faults
+
+    @faults.setter
+    def faults(self, value: FaultMix | None) -> None:
+        self._server.faults = value
+
+    @property
     def state(self) -> StubState:
         return self._server.state
 
@@ -316,6 +526,8 @@ class StubServer:
             self.state.trace.clear()
             self.state.requests.clear()
             self.state.attempts.clear()
+            self.state.faults.clear()
+            self.state.answered = 0
 
 
 def serve(models: tuple[str, ...] = ("stub-model",)) -> Iterator[StubServer]:

@@ -14,7 +14,11 @@ statuses (400, 401, 404, ...) are not retried. A request that fails for good yie
 ``Completion`` with ``finish_reason="error"`` and the reason. When the server looks down (it
 was never reached, or ``max_consecutive_failures`` requests in a row failed for good on
 connection errors, timeouts, 401, 403, 404 or an unexpected error), ``generate`` raises
-:class:`~mstudy.errors.TeacherError` instead of turning a whole run into error rows.
+:class:`~mstudy.errors.TeacherError` instead of turning a whole run into error rows. A request
+that failed for good in one of those ways is held back until the server answers another
+request (then it is yielded with its error): when the breaker trips first it is never yielded,
+so an outage does not turn the requests caught in it into rejections, and a resumed run asks
+them again. Answers that arrived before the breaker tripped are yielded before it raises.
 
 The API key is held in a wrapper whose ``repr`` is ``***``; it is sent in the
 ``Authorization`` header and masked in every message this module writes.
@@ -36,6 +40,7 @@ import time
 import urllib.request
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -80,6 +85,23 @@ class _Secret:
 
 
 FailureKind = Literal["unreachable", "timeout", "http", "response", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What became of one request: its completion, or why the whole teacher must stop.
+
+    ``suspect``: it failed for good in a way that may mean the server is down (connection
+    error, timeout, 401/403/404, unexpected error), so it waits for proof of the contrary.
+    ``down``: the circuit breaker tripped on it; the TeacherError message.
+    """
+
+    completion: Completion
+    suspect: bool = False
+    down: str | None = None
+
+
+_Future = concurrent.futures.Future[_Outcome]
 
 
 class _Failure(Exception):
@@ -429,12 +451,15 @@ class RemoteTeacher:
         """Yield one completion per request, as they finish (any order; each has its key).
 
         Pulls requests lazily (at most ``2 * concurrency`` ahead of what was yielded) and keeps
-        ``concurrency`` in flight. Raises TeacherError when the server looks down.
+        ``concurrency`` in flight. Raises TeacherError when the server looks down; requests
+        that failed for good on what looked like an outage are then not yielded at all (see
+        the module docstring), while answers already received are.
         """
         loop = self._ensure_started()
         source = iter(requests)
-        done: queue.SimpleQueue[concurrent.futures.Future[Completion]] = queue.SimpleQueue()
-        pending: set[concurrent.futures.Future[Completion]] = set()
+        done: queue.SimpleQueue[_Future] = queue.SimpleQueue()
+        pending: set[_Future] = set()
+        held: list[Completion] = []  # suspect failures, until the server answers again
         ahead = 2 * self.concurrency
         exhausted = False
         try:
@@ -449,17 +474,42 @@ class RemoteTeacher:
                     pending.add(future)
                     future.add_done_callback(done.put)
                 if not pending:
+                    yield from held  # too few in a row to call the server down
                     return
                 future = self._next_done(done)
                 pending.discard(future)
-                yield future.result()
+                outcome = future.result()
+                if outcome.down is not None:
+                    yield from self._already_answered(done, pending)
+                    raise TeacherError(outcome.down)
+                if outcome.suspect:
+                    held.append(outcome.completion)
+                    continue
+                released, held = held, []
+                yield from released
+                yield outcome.completion
         finally:
             for future in pending:
                 future.cancel()
 
-    def _next_done(
-        self, done: queue.SimpleQueue[concurrent.futures.Future[Completion]]
-    ) -> concurrent.futures.Future[Completion]:
+    @staticmethod
+    def _already_answered(
+        done: queue.SimpleQueue[_Future], pending: set[_Future]
+    ) -> Iterator[Completion]:
+        """Completions that are back already and not suspect (the run keeps what it paid for)."""
+        while True:
+            try:
+                future = done.get_nowait()
+            except queue.Empty:
+                return
+            pending.discard(future)
+            if future.cancelled() or future.exception() is not None:
+                continue
+            outcome = future.result()
+            if outcome.down is None and not outcome.suspect:
+                yield outcome.completion
+
+    def _next_done(self, done: queue.SimpleQueue[_Future]) -> _Future:
         while True:
             try:
                 return done.get(timeout=1.0)
@@ -468,8 +518,8 @@ class RemoteTeacher:
                 if thread is None or not thread.is_alive():
                     raise TeacherError("RemoteTeacher: the background loop stopped") from None
 
-    async def _complete(self, request: Request) -> Completion:
-        """All attempts for one request; a Completion always, or TeacherError when down."""
+    async def _complete(self, request: Request) -> _Outcome:
+        """All attempts for one request; never raises (but for cancellation)."""
         assert self._semaphore is not None and self._limiter is not None
         messages = request.chat()
         body = dict(self.extra_body)
@@ -512,7 +562,7 @@ class RemoteTeacher:
                     self._limiter.settle(
                         estimate, completion.prompt_tokens + completion.completion_tokens
                     )
-                    return completion
+                    return _Outcome(completion)
             if failure.status is not None or failure.kind == "response":
                 self._reached = True
             if failure.retry_after is not None:
@@ -529,25 +579,27 @@ class RemoteTeacher:
                 "; retrying" if attempt < self.max_retries else "",
             )
         assert failure is not None
-        self._note_final_failure(failure)
-        logger.warning("remote teacher: request %s failed: %s", request.key, failure.reason)
-        return Completion(
+        completion = Completion(
             key=request.key,
             text="",
             finish_reason="error",
             teacher=self.fingerprint,
             error=failure.reason,
         )
+        suspect, down = self._note_final_failure(failure)
+        if down is None:
+            logger.warning("remote teacher: request %s failed: %s", request.key, failure.reason)
+        return _Outcome(completion, suspect, down)
 
-    def _note_final_failure(self, failure: _Failure) -> None:
-        """The circuit breaker: raise when the server looks down or refuses us entirely."""
+    def _note_final_failure(self, failure: _Failure) -> tuple[bool, str | None]:
+        """The circuit breaker: (whether the failure is teacher-wide, the message if down)."""
         teacher_wide = (
             failure.kind in ("unreachable", "timeout", "other")
             or failure.status in _TEACHER_WIDE_STATUSES
         )
         if not teacher_wide:
             self._consecutive_failures = 0
-            return
+            return False, None
         self._consecutive_failures += 1
         never = failure.kind == "unreachable" and not self._reached
         if never or self._consecutive_failures >= self.max_consecutive_failures:
@@ -558,10 +610,11 @@ class RemoteTeacher:
                 summary = (
                     f"{self._consecutive_failures} requests in a row to {where} failed for good"
                 )
-            raise TeacherError(
+            return True, (
                 f"RemoteTeacher: {summary} (model {self.model!r}); last error: {failure.reason}. "
                 "Is the server running, and are base_url, model and the API key right?"
             )
+        return True, None
 
     async def _wait_cooldown(self) -> None:
         delay = self._cooldown_until - time.monotonic()
