@@ -55,11 +55,6 @@ def _add_run(subparsers: _Subparsers) -> None:
         help="count the teacher requests and tokens (and cost, with [run] prices); call nothing",
     )
     parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="count the teacher requests and tokens (and cost, with [run] prices); call nothing",
-    )
-    parser.add_argument(
         "--restart",
         action="store_true",
         help="discard the journal of an interrupted run and start over (default: resume)",

@@ -24,6 +24,31 @@ class StrategyStats:
     completion_tokens: int = 0
     accepted: int = 0
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    checked: Counter[str] = field(default_factory=Counter)
+    """Filter name -> examples of this strategy that reached that filter."""
+
+    def funnel(self) -> list[dict[str, Any]]:
+        """Per filter, in order: examples that reached it and those it took out, by reason."""
+        steps = []
+        for name, seen in self.checked.items():
+            stage = f"filter:{name}"
+            removed = {r: c for (s, r), c in self.rejected.items() if s == stage}
+            steps.append({"filter": name, "checked": seen, "rejected_by": removed})
+        return steps
+
+    def funnel_line(self, strategy: str) -> str:
+        """``reverse: 30 parsed -> near_dedup 30 (-3: duplicate 3) -> 27 accepted``."""
+        steps = self.funnel()
+        parts = [f"{strategy}: {steps[0]['checked'] if steps else self.accepted} parsed"]
+        for step in steps:
+            removed = step["rejected_by"]
+            total = sum(removed.values())
+            why = ", ".join(f"{r} {c}" for r, c in sorted(removed.items(), key=lambda x: -x[1]))
+            parts.append(
+                f"{step['filter']} {step['checked']}" + (f" (-{total}: {why})" if total else "")
+            )
+        parts.append(f"{self.accepted} accepted")
+        return " -> ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +62,7 @@ class StrategyStats:
             "rejected_by": [
                 {"stage": s, "reason": r, "count": c} for (s, r), c in self.rejected.most_common()
             ],
+            "funnel": self.funnel(),
         }
 
 
@@ -64,7 +90,7 @@ class Report:
     spent_completion_tokens: int = 0
     note: str = ""
     _t0: float = field(default_factory=time.perf_counter, repr=False)
-    _sampled: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
+    _sampled: Counter[tuple[str | None, str, str]] = field(default_factory=Counter, repr=False)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -93,7 +119,7 @@ class Report:
             self.filters.setdefault(rejection.stage[7:], FilterStats()).rejected[
                 rejection.reason
             ] += 1
-        key = (rejection.stage, rejection.reason)
+        key = (rejection.strategy, rejection.stage, rejection.reason)
         if self._sampled[key] < SAMPLES_PER_REASON:
             self._sampled[key] += 1
             self.samples.append(rejection.to_row())
@@ -101,6 +127,18 @@ class Report:
     def __getstate__(self) -> dict[str, Any]:
         self.tick()
         return dict(self.__dict__)
+
+    def rejections(
+        self, strategy: str | None = None, stage: str | None = None, reason: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Sample rejected rows (a few per strategy, stage and reason), optionally narrowed."""
+        return [
+            row
+            for row in self.samples
+            if (strategy is None or row["strategy"] == strategy)
+            and (stage is None or row["stage"] == stage)
+            and (reason is None or row["reason"] == reason)
+        ]
 
     def finish(self, status: str = "done") -> None:
         self.elapsed = time.perf_counter() - self._t0
@@ -217,8 +255,9 @@ class Report:
             lines.extend(
                 f"  {n:<12} {stage:<16} {count:>7}  {reason}" for n, stage, reason, count in reasons
             )
-        for name, f in self.filters.items():
-            lines.append(f"filter {name}: checked {f.checked}, rejected {sum(f.rejected.values())}")
+        if self.filters:
+            lines.append("funnel:")
+            lines.extend(f"  {s.funnel_line(name)}" for name, s in self.strategies.items())
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mstudy.budget import Budget, Estimate, count_prompt_tokens
 from mstudy.cache import CallCache
@@ -518,11 +518,9 @@ class StudyRun(Iterator[Example | Rejection]):
                     report.strategy(name).requests += count
                 for name, completion in slot.completions:
                     report.count_completion(name, completion)
-                for key in sorted(slot.results):
-                    for item in slot.results[key]:
-                        yield self._account(
-                            self._filter(item) if isinstance(item, Example) else item
-                        )
+                items = [item for key in sorted(slot.results) for item in slot.results[key]]
+                for item in self._filter_all(items):
+                    yield self._account(item)
                 self.items_done += 1
                 self.last_id = slot.item_id
                 if bar is not None:
@@ -612,20 +610,31 @@ class StudyRun(Iterator[Example | Rejection]):
             ]
         return results
 
-    def _filter(self, example: Example) -> Example | Rejection:
+    def _filter_all(self, items: list[Example | Rejection]) -> list[Example | Rejection]:
+        """One record's results through the filters, in order; ``check_many`` when offered."""
+        out = list(items)
         for filt in self.study.filters:
-            self.report.filters[filt.name].checked += 1
+            alive = [i for i, item in enumerate(out) if isinstance(item, Example)]
+            if not alive:
+                break
+            batch = [cast(Example, out[i]) for i in alive]
+            self.report.filters[filt.name].checked += len(batch)
+            for example in batch:
+                self.report.strategy(example.strategy).checked[filt.name] += 1
+            many = getattr(filt, "check_many", None)
             try:
-                verdict = filt.check(example)
-            except Exception as exc:
-                log.warning("filter %r failed on example %s: %r", filt.name, example.id, exc)
-                return example.reject(
-                    f"filter:{filt.name}", "filter error", f"{type(exc).__name__}: {exc}"
-                )
-            if isinstance(verdict, Rejection):
-                return verdict
-            example = verdict
-        return example
+                verdicts = list(many(batch)) if callable(many) else [filt.check(e) for e in batch]
+                if len(verdicts) != len(batch):
+                    raise ValueError(f"{len(verdicts)} verdicts for {len(batch)} examples")
+            except Exception as exc:  # a plugin's bug: reject what it saw, say why, go on
+                log.warning("filter %r failed: %r", filt.name, exc)
+                verdicts = [
+                    e.reject(f"filter:{filt.name}", "filter error", f"{type(exc).__name__}: {exc}")
+                    for e in batch
+                ]
+            for i, verdict in zip(alive, verdicts, strict=True):
+                out[i] = verdict
+        return out
 
     def _account(self, item: Example | Rejection) -> Example | Rejection:
         if isinstance(item, Example):
@@ -637,7 +646,10 @@ class StudyRun(Iterator[Example | Rejection]):
 
 def _render_rejection(record: Record, strategy: Strategy, exc: Exception) -> Rejection:
     field = getattr(exc, "field", None)
-    if isinstance(exc, RecordError):
+    own = getattr(exc, "reason", None)
+    if isinstance(own, str) and own:
+        reason = own
+    elif isinstance(exc, RecordError):
         reason = "missing field" if "missing field" in str(exc) else "bad field"
     elif isinstance(exc, TemplateError):
         reason = "template error"

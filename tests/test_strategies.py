@@ -67,6 +67,8 @@ def test_reverse_accepts_a_true_reversal() -> None:
         "input": FACT["text"],
         "text": "Lena Brandt's father is Olaf Brandt.",
         "answer": None,
+        "subject": "Olaf Brandt",
+        "object": "Lena Brandt",
     }
 
 

@@ -351,3 +351,30 @@ def test_a_spent_budget_stops_cleanly_and_a_journaled_run_goes_on(tmp_path: Path
     assert report.status == "done" and report.accepted == 10
     assert len(out.read_text().splitlines()) == 10 and not journal.exists()
     assert first.calls + second.calls <= 10 + 4  # only a few in-flight calls may repeat
+
+
+def test_funnel_and_batched_filters() -> None:
+    class Batched(LengthFilter):
+        name = "batched"
+        batches: list[int] = []
+
+        def check_many(self, examples: list[Example]) -> list[Example | Rejection]:
+            self.batches.append(len(examples))
+            return [self.check(e) for e in examples]
+
+    teacher = ScriptedTeacher({"paraphrase": "Same words for everyone here."})
+    batched = Batched(min_chars=1)
+    study = Study(teacher, [Paraphrase(n=3, max_ratio=5)], [batched, "dedup"])
+    report = study.run(RECORDS)
+    assert batched.batches == [3] * 10  # one call per record, all its samples
+    stats = report.strategies["paraphrase"]
+    assert stats.checked == {"batched": 30, "dedup": 30}
+    assert stats.funnel()[1] == {"filter": "dedup", "checked": 30, "rejected_by": {"duplicate": 29}}
+    line = stats.funnel_line("paraphrase")
+    assert (
+        line == "paraphrase: 30 parsed -> batched 30 -> dedup 30 (-29: duplicate 29) -> 1 accepted"
+    )
+    assert line in str(report)
+    assert len(report.rejections(strategy="paraphrase", reason="duplicate")) == 3
+    assert report.rejections(stage="parse") == []
+    assert report.to_dict()["strategies"]["paraphrase"]["funnel"][1]["checked"] == 30

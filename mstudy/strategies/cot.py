@@ -76,4 +76,9 @@ class ChainOfThought(TemplateStrategy):
             return Reject("no gold answer", "require_gold is set but the record has none")
         if gold is not None and not answers_match(answer, str(gold)):
             return Reject("wrong answer", f"got {answer!r}, expected {gold!r}")
-        return {"input": variables["question"], "text": solution, "answer": answer}
+        return {
+            "input": variables["question"],
+            "text": solution,
+            "answer": answer,
+            "gold": None if gold is None else str(gold),
+        }

@@ -86,4 +86,4 @@ class Reverse(TemplateStrategy):
             and position(reply, obj) > position(reply, subject)
         ):
             return Reject("not reversed", f"{subject!r} still comes before {obj!r}")
-        return {"input": source, "text": reply, "answer": None}
+        return {"input": source, "text": reply, "answer": None, "subject": subject, "object": obj}
