@@ -1,0 +1,194 @@
+"""``connect`` and the retrieval it stands on (BM25, TF-IDF, embeddings)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mstudy import Completion, Example, Record, Rejection, Request, ScriptedTeacher, Study
+from mstudy.config import parse_config
+from mstudy.plugins import create
+from mstudy.retrieval import BM25Index, EmbeddingIndex, TfidfIndex, build_index, tokenize
+from mstudy.strategies.connect import Connect
+
+FACTS = [
+    {"id": "f1", "text": "Olaf Brandt is the father of Lena Brandt."},
+    {"id": "f2", "text": "Lena Brandt lives in Meridia."},
+    {"id": "f3", "text": "The Zorvath Tower stands in Meridia."},
+    {"id": "f4", "text": "Water boils at 100 degrees at sea level."},
+    {"id": "f5", "text": "Olaf Brandt was born in Tarvel in 1950."},
+    {"id": "f6", "text": "Tarvel is a fishing town on the coast."},
+]
+TEXTS = [f["text"] for f in FACTS]
+
+
+def linker(request: Request) -> str:
+    """Joins the record with its best related fact (what a good teacher would say)."""
+    first = str(request.variables["related_texts"][0]).rstrip(".")
+    return f"{str(request.variables['text']).rstrip('.')}; also, {first}."
+
+
+# -- retrieval ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [BM25Index(TEXTS), TfidfIndex(TEXTS)], ids=["bm25", "tfidf"])
+def test_sparse_ranking(index: Any) -> None:
+    hits = index.search("Where does Lena Brandt live?", 3)
+    assert hits[0][0] == 1
+    assert [d for d, _ in index.search("Olaf Brandt", 6, exclude=[0])][:1] == [4]
+    assert index.search("nothing matches these words", 3) == []
+    assert all(a[1] >= b[1] for a, b in itertools.pairwise(hits))
+
+
+def test_tfidf_scores_are_cosines() -> None:
+    index = TfidfIndex(TEXTS)
+    assert index.search(TEXTS[3], 1)[0] == (3, pytest.approx(1.0, abs=1e-5))
+
+
+def test_embedding_backend() -> None:
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.array([[t.count("Brandt"), t.count("Meridia"), 0.1] for t in texts])
+
+    index = EmbeddingIndex(TEXTS, embed)
+    assert index.search("Brandt", 2)[0][0] in (0, 1, 4)
+    assert index.search("Meridia Meridia", 1, exclude=[1])[0][0] == 2
+    with pytest.raises(ValueError, match="needs embed"):
+        build_index(TEXTS, "embedding")
+
+
+def test_char_analyzer_for_scripts_without_spaces() -> None:
+    texts = ["東京は日本の首都です", "大阪は日本の都市です", "パリはフランスの首都です"]
+    assert BM25Index(texts).search("東京は日本の首都", 1) == []  # one "word" per text
+    assert BM25Index(texts, analyzer="char", ngram=2).search("東京は日本の首都", 1)[0][0] == 0
+    assert tokenize("ab c", "char", 2) == ["ab", "b_", "_c"]
+
+
+@settings(max_examples=50)
+@given(
+    st.lists(st.text(alphabet="abcde fgh", max_size=20), min_size=1, max_size=12),
+    st.text(alphabet="abcde fgh", max_size=12),
+    st.integers(1, 5),
+    st.sets(st.integers(0, 11), max_size=4),
+)
+def test_search_contract(texts: list[str], query: str, k: int, exclude: set[int]) -> None:
+    for index in (BM25Index(texts), TfidfIndex(texts)):
+        hits = index.search(query, k, exclude=exclude)
+        assert len(hits) <= k
+        assert not {d for d, _ in hits} & exclude
+        assert all(s > 0 for _, s in hits)
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+
+
+# -- the strategy ---------------------------------------------------------------------------------
+
+
+def test_related_records_exclude_the_record_and_its_copies() -> None:
+    corpus = [*FACTS, {"id": "f1-copy", "text": "olaf brandt is the father of LENA BRANDT"}]
+    connect = Connect(corpus=corpus, k=2)
+    related = connect.related("f1", FACTS[0]["text"])
+    ids = [rid for rid, _, _ in related]
+    assert len(ids) == 2 and "f1" not in ids and "f1-copy" not in ids
+    assert set(ids) <= {"f2", "f5"}
+
+
+def test_provenance_lists_every_source_id() -> None:
+    study = Study(ScriptedTeacher(linker), [Connect(corpus=FACTS, k=2)])
+    items = list(study.stream(FACTS))
+    kept = [i for i in items if isinstance(i, Example)]
+    assert kept
+    for item in kept:
+        ids = item.provenance.to_dict()["source_ids"]
+        assert ids[0] == item.source_id and len(ids) == 3 and len(set(ids)) == 3
+        assert item.fields["related"] == ids[1:]
+        assert item.to_row()["provenance"]["source_ids"] == ids
+    first = next(i for i in kept if i.source_id == "f1")
+    assert first.fields["input"] == FACTS[0]["text"] and "also" in first.fields["text"]
+
+
+def test_prompt_holds_the_related_texts() -> None:
+    connect = Connect(corpus=FACTS, k=2, max_related_chars=20)
+    request = connect.requests(Record.from_mapping(FACTS[1]))[0]
+    prompt = request.messages[-1].content
+    assert prompt.startswith("Fact: Lena Brandt lives in Meridia.")
+    assert prompt.count("\n- ") == 2 and "..." in prompt
+    assert request.variables["related_ids"][0] in {"f1", "f3"}
+
+
+def test_replies_that_do_not_connect_are_rejected() -> None:
+    connect = Connect(corpus=FACTS, k=2)
+    record = Record.from_mapping(FACTS[1])
+    request = connect.requests(record)[0]
+
+    def parse(text: str) -> Example | Rejection:
+        return connect.parse(record, request, Completion(request.key, text))[0]
+
+    cases = {
+        "Lena Brandt lives in Meridia.": "copy of a source",
+        "Meridia.": "too short",
+        "Cats are small animals that purr often.": "not connected",
+        "Lena Brandt lives in Meridia, a nice place to be.": "not connected",
+    }
+    for text, reason in cases.items():
+        verdict = parse(text)
+        assert isinstance(verdict, Rejection) and verdict.reason == reason, text
+    good = parse("Lena Brandt, daughter of Olaf Brandt, lives in Meridia near the Zorvath Tower.")
+    assert isinstance(good, Example)
+
+
+def test_no_related_record_is_a_rejection() -> None:
+    study = Study(ScriptedTeacher(linker), [Connect(corpus=FACTS[:1], k=2)])
+    items = list(study.stream(FACTS[:1]))
+    assert len(items) == 1 and isinstance(items[0], Rejection)
+    assert items[0].stage == "render" and "no related record" in items[0].detail
+
+
+def test_invalid_settings() -> None:
+    for kwargs in ({}, {"corpus": FACTS, "k": 0}, {"corpus": FACTS, "backend": "bm26"}):
+        with pytest.raises(ValueError):
+            Connect(**kwargs)
+    with pytest.raises(ValueError, match="embed"):
+        Connect(corpus=FACTS, backend="embedding")
+
+
+@pytest.mark.parametrize("backend", ["bm25", "tfidf"])
+def test_by_name_and_from_toml_on_the_studys_own_source(tmp_path: Path, backend: str) -> None:
+    assert isinstance(create("strategies", "connect", corpus=FACTS), Connect)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in FACTS))
+    config = parse_config(
+        textwrap.dedent(
+            f"""
+            [source]
+            path = "data/facts.jsonl"
+
+            [teacher]
+            name = "scripted"
+            reply = "{{{{ text }}}} It relates to this: {{{{ related_texts[0] }}}}"
+
+            [[strategies]]
+            name = "connect"
+            corpus_path = "data/facts.jsonl"
+            backend = "{backend}"
+            k = 2
+            min_linked = 1
+
+            [[filters]]
+            name = "near_dedup"
+            """
+        ),
+        tmp_path / "study.toml",
+    )
+    study, source = config.build()
+    report = study.run(source)
+    stats = report.strategies["connect"]
+    assert report.records == 6 and stats.requests == 5 and report.accepted == 5
+    assert stats.rejected == {("render", "bad field"): 1}  # the fact about water links nothing
