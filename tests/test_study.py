@@ -7,7 +7,7 @@ import json
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -356,7 +356,7 @@ def test_a_spent_budget_stops_cleanly_and_a_journaled_run_goes_on(tmp_path: Path
 def test_funnel_and_batched_filters() -> None:
     class Batched(LengthFilter):
         name = "batched"
-        batches: list[int] = []
+        batches: ClassVar[list[int]] = []
 
         def check_many(self, examples: list[Example]) -> list[Example | Rejection]:
             self.batches.append(len(examples))
