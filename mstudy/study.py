@@ -180,12 +180,13 @@ class Study:
     def estimate(self, source: Source, *, limit: int | None = None) -> Estimate:
         """A dry run: the requests a run would make and their tokens, without calling the teacher.
 
-        Prompt tokens are counted with the teacher's ``count_tokens`` when it has one, else
-        estimated as characters / 4; completion tokens are the ``max_new_tokens`` upper bound.
+        Prompt tokens are counted with the teacher's ``count_prompt_tokens`` when it has one
+        (the local teacher does), else estimated as characters / 4; completion tokens are the
+        ``max_new_tokens`` upper bound.
         """
         from mstudy.sources import iter_source
 
-        counter = getattr(self.teacher, "count_tokens", None)
+        counter = getattr(self.teacher, "count_prompt_tokens", None)
         estimate = Estimate(budget=self.budget)
         if callable(counter):
             estimate.tokens_counted_by = f"the {self.teacher.name} teacher's tokenizer"

@@ -422,3 +422,14 @@ def test_tokenizer_without_pad_token_is_fine(model_dir: Path) -> None:
     teacher = TransformersTeacher(model_dir, batch_size=2)
     results = list(teacher.generate([ask("a", max_new_tokens=2), ask("b c d e", max_new_tokens=2)]))
     assert len(results) == 2 and all(c.ok for c in results)
+
+
+def test_dry_run_counts_prompt_tokens_with_the_model_tokenizer(teacher: Any) -> None:
+    from mstudy import Record, Reverse, Study
+
+    record = {"id": "a", "text": "Ada wrote a program.", "subject": "Ada", "object": "a program"}
+    study = Study(teacher, [Reverse()])
+    estimate = study.estimate([record])
+    request = Reverse().requests(Record.from_mapping(record))[0]
+    assert estimate.prompt_tokens == teacher.count_prompt_tokens(request) > 0
+    assert "tokenizer" in estimate.tokens_counted_by

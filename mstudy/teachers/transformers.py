@@ -543,6 +543,11 @@ class TransformersTeacher:
             raise TeacherError(f"the chat template returned {type(text).__name__}, not text")
         return text + (request.prefill or "")
 
+    def count_prompt_tokens(self, request: Request) -> int:
+        """Prompt tokens of ``request`` as this model sees them (for dry runs)."""
+        text = self.prompt_text(request)
+        return len(self._get_tokenizer()(text, add_special_tokens=self.raw_prompt)["input_ids"])
+
     def _prepare(self, request: Request, order: int) -> _Item | Completion:
         try:
             text = self.prompt_text(request)
