@@ -235,7 +235,18 @@ def _cache_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_run, _add_plugins, _add_cache)
+def _add_probe(subparsers: _Subparsers) -> None:
+    from mstudy.probes.cli import register
+
+    register(subparsers)
+
+
+COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
+    _add_run,
+    _add_probe,
+    _add_plugins,
+    _add_cache,
+)
 """Each adds one subcommand."""
 
 
