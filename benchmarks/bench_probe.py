@@ -60,7 +60,7 @@ def main() -> int:
     print(f"{'stage':<22}{'wall s':>9}{'cpu s':>9}")
     for stage, t in result.times.items():
         print(f"{stage:<22}{t['wall']:>9.1f}{t['cpu']:>9.1f}")
-    print(f"{'total (process)':<22}{total:>9.1f}{total_cpu:>9.1f}")
+    print(f"{'total (this process)':<22}{total:>9.1f}{total_cpu:>9.1f}")
     verdict = "within" if total <= args.budget else "OVER"
     print(f"{verdict} the {args.budget:.0f} s budget")
     (args.out / "bench.json").write_text(

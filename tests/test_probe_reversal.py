@@ -72,7 +72,7 @@ def test_result_reports_everything(rules_result: ProbeResult, tmp_path: Path) ->
     assert data["teacher_stats"]["yield"] == 1.0
     assert data["teacher_stats"]["precision"] == 1.0
     assert data["leak_check"]["questions"] == 2 * rules_result.world["scored"]
-    assert set(data["times"]) >= {"world", "teacher reversals", "student training", "evaluation"}
+    assert set(data["times"]) >= {"world", "teacher reversals", "students (train + score)"}
     assert data["settings"]["student"]["threads"] == 1
     table = str(rules_result)
     for text in ("forward only", "paraphrases", "ceiling", "chance", "yield", "precision"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -225,10 +224,3 @@ def answer_questions(
         return [tokenizer.decode(r) for r in results]
     finally:
         torch.set_num_threads(previous)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """``fn()`` and the seconds it took."""
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
