@@ -89,7 +89,29 @@ def pattern(text: str, subject: str, obj: str) -> str:
     return " ".join([*words[max(0, at - 2) : at], "<s>", *words[at + 1 :]])
 
 
-class SwapFilter:
+class _EntityFilter:
+    """A filter of one strategy's examples that needs each source fact's two entities."""
+
+    name = ""
+    default_strategy = ""
+
+    def __init__(
+        self, entities: Mapping[str, tuple[str, str]], *, strategy: str | None = None
+    ) -> None:
+        self.entities = dict(entities)
+        self.strategy = strategy or self.default_strategy
+
+    def check(self, example: Example) -> Example | Rejection:
+        if example.strategy != self.strategy or example.source_id not in self.entities:
+            return example
+        subject, obj = self.entities[example.source_id]
+        return self.judge(example, subject, obj)
+
+    def judge(self, example: Example, subject: str, obj: str) -> Example | Rejection:
+        raise NotImplementedError
+
+
+class SwapFilter(_EntityFilter):
     """Reject reversals that keep the source's wording and only exchange the two names.
 
     Args:
@@ -98,17 +120,9 @@ class SwapFilter:
     """
 
     name = "no-swap"
+    default_strategy = "reverse"
 
-    def __init__(
-        self, entities: Mapping[str, tuple[str, str]], *, strategy: str = "reverse"
-    ) -> None:
-        self.entities = dict(entities)
-        self.strategy = strategy
-
-    def check(self, example: Example) -> Example | Rejection:
-        if example.strategy != self.strategy or example.source_id not in self.entities:
-            return example
-        subject, obj = self.entities[example.source_id]
+    def judge(self, example: Example, subject: str, obj: str) -> Example | Rejection:
         source = example.fields.get("input")
         if not isinstance(source, str):
             return example
@@ -123,7 +137,7 @@ class SwapFilter:
         return example
 
 
-class SubjectFirstFilter:
+class SubjectFirstFilter(_EntityFilter):
     """Keep a paraphrase only if it names subject and object, subject first.
 
     Args:
@@ -132,17 +146,9 @@ class SubjectFirstFilter:
     """
 
     name = "subject-first"
+    default_strategy = "paraphrase"
 
-    def __init__(
-        self, entities: Mapping[str, tuple[str, str]], *, strategy: str = "paraphrase"
-    ) -> None:
-        self.entities = dict(entities)
-        self.strategy = strategy
-
-    def check(self, example: Example) -> Example | Rejection:
-        if example.strategy != self.strategy or example.source_id not in self.entities:
-            return example
-        subject, obj = self.entities[example.source_id]
+    def judge(self, example: Example, subject: str, obj: str) -> Example | Rejection:
         words = _abstract(example.text, subject, obj).split()
         if _S not in words or _O not in words:
             return example.reject(
