@@ -80,12 +80,25 @@ class CallCache:
             self._db = sqlite3.connect(
                 self.path, timeout=60, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=60000")
-            self._db.executescript(_SCHEMA)
+            self._setup()
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"cannot open the call cache at {self.path}: {exc}") from exc
+
+    def _setup(self) -> None:
+        """WAL mode and the schema. Switching a new file to WAL takes an exclusive lock that
+        SQLite does not wait for, so a process racing another one on a new cache retries."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._db.execute("PRAGMA busy_timeout=60000")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def __repr__(self) -> str:
         return f"CallCache({str(self.path)!r})"
