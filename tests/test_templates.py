@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mstudy import Record, Reverse, TemplateError
-from mstudy.templates import render
+from mstudy.templates import compile_template, render
 
 template_like = st.one_of(
     st.text(),
@@ -45,3 +45,36 @@ def test_sandbox_blocks_unsafe_template_code() -> None:
 def test_syntax_error_names_the_line() -> None:
     with pytest.raises(TemplateError, match="line 2"):
         render("ok\n{% if %}", {})
+
+
+names = st.sampled_from(["text", "subject", "object", "n", "none", "range"])
+pieces = st.lists(
+    st.one_of(
+        st.text(alphabet=st.characters(blacklist_characters="{}%#"), max_size=8),
+        names.map(lambda n: f"{{{{ {n} }}}}"),
+        names.map(lambda n: f"{{{{{n}}}}}"),
+        st.just("{# note #}\n"),
+        st.just("\r\n"),
+        st.just("{% if object %}A {{ object }}\n{% else %}B\n{% endif %}"),
+        st.just("{{ none or '' }}"),
+        st.just("{% for i in range(2) %}{{ i }}{% endfor %}"),
+        st.just("{{ text | upper }}"),
+    ),
+    max_size=8,
+)
+values = st.fixed_dictionaries(
+    {"text": st.text(max_size=10), "subject": st.text(max_size=5), "n": st.integers()},
+    optional={"none": st.none(), "object": st.floats(allow_nan=False)},
+)
+
+
+@given(pieces, values)
+def test_rendering_is_exactly_jinjas(parts: list[str], variables: dict) -> None:
+    source = "".join(parts)
+    try:
+        expected = compile_template(source).render(**variables)
+    except Exception:  # an undefined name: render must raise TemplateError, as jinja would
+        with pytest.raises(TemplateError):
+            render(source, variables)
+        return
+    assert render(source, variables) == expected
