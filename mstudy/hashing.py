@@ -20,6 +20,8 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if all(type(v) is str or type(v) is int for v in value):  # ids, names, indices
+            return list(value)
         return [_canonical(v) for v in value]
     if isinstance(value, (bytes, bytearray)):
         return {"__bytes__": bytes(value).hex()}
@@ -31,15 +33,14 @@ def _canonical(value: Any) -> Any:
     return {"__repr__": f"{type(value).__module__}.{type(value).__qualname__}", "value": str(value)}
 
 
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> str:
     """JSON text with sorted keys and no insignificant whitespace."""
-    return json.dumps(
-        _canonical(value),
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        allow_nan=False,
-    )
+    return _ENCODER.encode(_canonical(value))
 
 
 def stable_hash(value: Any, length: int = 16) -> str:

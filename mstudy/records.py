@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -144,8 +145,39 @@ class GenerationParams:
 
 
 @lru_cache(maxsize=256)
+def _params_dict(params: GenerationParams) -> dict[str, Any]:
+    """``params.to_dict()``, computed once per params (callers copy it)."""
+    return params.to_dict()
+
+
+def _example_id(source_id: str, strategy: str, key: str, index: int) -> str:
+    """``stable_hash([source_id, strategy, key, index])``, without the generic walk."""
+    text = _JSON.encode([source_id, strategy, key, index])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@lru_cache(maxsize=256)
 def _params_json(params: GenerationParams) -> bytes:
     return canonical_json(params.to_dict()).encode("utf-8")
+
+
+def _digest_message(digest: Any, message: Message) -> None:
+    content = message.content.encode("utf-8")
+    digest.update(f"{message.role}:{len(content)}:".encode())
+    digest.update(content)
+
+
+@lru_cache(maxsize=64)
+def _head_digest(messages: tuple[Message, ...]) -> Any:
+    """SHA-256 state after all messages but the last: the system and few-shot turns that
+    every request of a strategy repeats are hashed once (callers copy the state)."""
+    digest = hashlib.sha256(b"mstudy.request.v1\x00")
+    for message in messages:
+        _digest_message(digest, message)
+    return digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +202,9 @@ class Request:
     template_hash: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        digest = hashlib.sha256(b"mstudy.request.v1\x00")
-        for message in self.messages:
-            content = message.content.encode("utf-8")
-            digest.update(f"{message.role}:{len(content)}:".encode())
-            digest.update(content)
+        digest = _head_digest(self.messages[:-1]).copy()
+        for message in self.messages[-1:]:
+            _digest_message(digest, message)
         prefill = b"-" if self.prefill is None else b"+" + self.prefill.encode("utf-8")
         digest.update(f"prefill:{len(prefill)}:".encode())
         digest.update(prefill)
@@ -265,21 +295,21 @@ class Example:
         source_ids: tuple[str, ...] = (),
     ) -> Example:
         """Build an example for ``request``; ``index`` numbers several rows from one reply."""
-        clash = RESERVED_COLUMNS & set(fields)
-        if clash:
-            raise ValueError(f"example fields may not be named {', '.join(sorted(clash))}")
+        if not RESERVED_COLUMNS.isdisjoint(fields):
+            clash = sorted(RESERVED_COLUMNS & set(fields))
+            raise ValueError(f"example fields may not be named {', '.join(clash)}")
         provenance = Provenance(
             source_id=request.source_id,
             strategy=request.strategy,
             strategy_version=request.strategy_version,
             template_hash=request.template_hash,
             teacher=completion.teacher,
-            params=request.params.to_dict(),
+            params=dict(_params_dict(request.params)),
             sample=request.sample,
             finish_reason=completion.finish_reason,
             source_ids=source_ids,
         )
-        example_id = stable_hash([request.source_id, request.strategy, request.key, index])
+        example_id = _example_id(request.source_id, request.strategy, request.key, index)
         return cls(id=example_id, fields=dict(fields), provenance=provenance)
 
     @property

@@ -24,9 +24,9 @@ _NUMBER = re.compile(r"^[-+]?(?:\d+(?:,\d{3})*|\d*)(?:\.\d+)?(?:/\d+)?%?$")
 
 def normalize(text: str) -> str:
     """Case-folded, NFKC, punctuation-free, single-spaced text: the key for "same text"."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = _PUNCT.sub(" ", text)
-    return _SPACE.sub(" ", text).strip()
+    if not text.isascii():  # ASCII text is already in NFKC form
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(_PUNCT.sub(" ", text.casefold()).split())
 
 
 def collapse_space(text: str) -> str:

@@ -95,6 +95,9 @@ def _key(key: Any) -> str:
     return plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default)
+
+
 def dumps_row(row: Mapping[str, Any]) -> bytes:
     """One row as a UTF-8 JSON line (with the trailing newline); never raises on odd values.
 
@@ -104,7 +107,7 @@ def dumps_row(row: Mapping[str, Any]) -> bytes:
     that cannot be UTF-8 encoded (lone surrogates) are written as ``\\u`` escapes.
     """
     try:
-        text = json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_default)
+        text = _ENCODER.encode(row)
     except (TypeError, ValueError, RecursionError):
         text = json.dumps(to_jsonable(row), ensure_ascii=False, allow_nan=False)
     try:

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from mstudy.records import GenerationParams
-from mstudy.strategies.base import FewShot, Reject, TemplateStrategy, is_copy
-from mstudy.text import contains, first_line, position, strip_label
+from mstudy.strategies.base import FewShot, Reject, TemplateStrategy
+from mstudy.text import first_line, normalize, strip_label
 
 
 class Reverse(TemplateStrategy):
@@ -73,17 +73,17 @@ class Reverse(TemplateStrategy):
         reply = strip_label(first_line(text))
         if not reply:
             return Reject("empty reply")
-        if is_copy(reply, source):
+        padded = f" {normalize(reply)} "  # normalised once for every check below
+        if padded.strip() == normalize(source):
             return Reject("copy of the source", reply[:120])
         subject, obj = variables.get("subject"), variables.get("object")
+        found: dict[str, int] = {}
         for role, entity in (("subject", subject), ("object", obj)):
-            if entity and not contains(reply, entity):
-                return Reject(f"{role} missing", f"{entity!r} not in {reply[:120]!r}")
-        if (
-            self.require_order
-            and subject
-            and obj
-            and position(reply, obj) > position(reply, subject)
-        ):
+            if entity:
+                needle = normalize(entity)
+                found[role] = padded.find(f" {needle} ") if needle else -1
+                if found[role] < 0:
+                    return Reject(f"{role} missing", f"{entity!r} not in {reply[:120]!r}")
+        if self.require_order and subject and obj and found["object"] > found["subject"]:
             return Reject("not reversed", f"{subject!r} still comes before {obj!r}")
         return {"input": source, "text": reply, "answer": None, "subject": subject, "object": obj}

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import lru_cache
 
 from mstudy.hashing import stable_hash
-from mstudy.records import Completion, Request
+from mstudy.records import Completion, Message, Request
 from mstudy.templates import render
 
 Reply = str | tuple[str, str]
@@ -85,7 +86,9 @@ class ScriptedTeacher:
     def complete(self, request: Request) -> Completion:
         """The scripted completion of one request."""
         self.calls += 1
-        prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        prompt_tokens = _words_before_last(request.messages[:-1]) + sum(
+            len(m.content.split()) for m in request.messages[-1:]
+        )
         try:
             result = self._text(request)
         except Exception as exc:  # a scripted failure stands for a failed call
@@ -107,9 +110,11 @@ class ScriptedTeacher:
             cut = body.find(stop)
             if cut >= 0:
                 body = body[:cut]
-        words = body.split(" ")
-        if len(body.split()) > request.params.max_new_tokens:
+        completion_tokens = len(body.split())
+        if completion_tokens > request.params.max_new_tokens:
+            words = body.split(" ")
             body, finish = " ".join(words[: request.params.max_new_tokens]), "length"
+            completion_tokens = len(body.split())
         return Completion(
             key=request.key,
             text=prefill + body,
@@ -117,7 +122,7 @@ class ScriptedTeacher:
             if finish == "length"
             else ("error" if finish == "error" else "stop"),
             prompt_tokens=prompt_tokens,
-            completion_tokens=len(body.split()),
+            completion_tokens=completion_tokens,
             teacher=self._fingerprint,
         )
 
@@ -125,3 +130,10 @@ class ScriptedTeacher:
         """Answer requests one at a time, in order."""
         for request in requests:
             yield self.complete(request)
+
+
+@lru_cache(maxsize=64)
+def _words_before_last(messages: tuple[Message, ...]) -> int:
+    """Words (the scripted teacher's tokens) in the turns before the last: the system and
+    few-shot turns, which every request of a strategy repeats."""
+    return sum(len(m.content.split()) for m in messages)
