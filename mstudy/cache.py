@@ -12,6 +12,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +32,16 @@ CREATE TABLE IF NOT EXISTS calls (
     created REAL NOT NULL,
     PRIMARY KEY (teacher, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outcomes (
+    key TEXT PRIMARY KEY,
+    teacher TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
 """
+
+
+_BATCH = 500  # keys per SELECT: well under SQLite's limit on bound parameters
 
 
 class CacheError(MstudyError):
@@ -47,11 +57,12 @@ class CacheStats:
     teachers: dict[str, int]
     completion_tokens: int
     size_bytes: int
+    outcomes: int = 0
 
     def __str__(self) -> str:
         lines = [
             f"cache {self.path}: {self.entries} calls, {self.completion_tokens} completion tokens, "
-            f"{self.size_bytes / 1e6:.1f} MB"
+            f"{self.outcomes} record outcomes, {self.size_bytes / 1e6:.1f} MB"
         ]
         lines += [f"  teacher {fp}: {n} calls" for fp, n in sorted(self.teachers.items())]
         return "\n".join(lines)
@@ -65,7 +76,7 @@ class CallCache:
     """
 
     def __init__(
-        self, path: str | Path, *, commit_every: int = 256, commit_seconds: float = 0.5
+        self, path: str | Path, *, commit_every: int = 16384, commit_seconds: float = 1.0
     ) -> None:
         self.path = Path(path)
         self.commit_every = commit_every
@@ -73,6 +84,7 @@ class CallCache:
         self._committed_at = time.monotonic()
         self._lock = threading.Lock()
         self._buffer: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._outcomes: dict[str, tuple[str, str, str, float]] = {}
         self.hits = 0
         self.misses = 0
         try:
@@ -93,6 +105,9 @@ class CallCache:
                 self._db.execute("PRAGMA busy_timeout=60000")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                # Checkpoint (and fsync) every 16 MB of WAL rather than every 4 MB: calls are
+                # keyed by hashes, so each commit touches pages all over the table.
+                self._db.execute("PRAGMA wal_autocheckpoint=4096")
                 self._db.executescript(_SCHEMA)
                 return
             except sqlite3.OperationalError as exc:
@@ -122,6 +137,31 @@ class CallCache:
         self.hits += 1
         return Completion(key, row[0], row[1], row[2], row[3], teacher, cached=True)
 
+    def get_many(self, teacher: str, keys: Sequence[str]) -> dict[str, Completion]:
+        """The stored completions of ``keys`` under ``teacher`` (absent keys left out)."""
+        found: dict[str, tuple[Any, ...]] = {}
+        with self._lock:
+            wanted = list(dict.fromkeys(keys))
+            for start in range(0, len(wanted), _BATCH):
+                chunk = wanted[start : start + _BATCH]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    "SELECT key, text, finish_reason, prompt_tokens, completion_tokens FROM calls "
+                    f"WHERE teacher = ? AND key IN ({marks})",
+                    (teacher, *chunk),
+                )
+                found.update((row[0], row[1:]) for row in rows)
+            for key in wanted:
+                buffered = self._buffer.get((teacher, key))
+                if buffered is not None:
+                    found[key] = buffered[2:6]
+        self.hits += len(found)
+        self.misses += len(wanted) - len(found)
+        return {
+            key: Completion(key, row[0], row[1], row[2], row[3], teacher, cached=True)
+            for key, row in found.items()
+        }
+
     def put(self, teacher: str, completion: Completion) -> None:
         """Store a successful completion under ``teacher`` (errors are not: they are retried)."""
         if not completion.ok or completion.cached:
@@ -142,6 +182,22 @@ class CallCache:
             ):
                 self._commit_locked()
 
+    def get_outcome(self, key: str) -> str | None:
+        """A record's stored outcome (see :mod:`mstudy.memo`), or None."""
+        with self._lock:
+            buffered = self._outcomes.get(key)
+            if buffered is not None:
+                return buffered[2]
+            row = self._db.execute("SELECT payload FROM outcomes WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_outcome(self, key: str, teacher: str, payload: str) -> None:
+        """Store a record's outcome under ``key`` (committed with the calls)."""
+        with self._lock:
+            self._outcomes[key] = (key, teacher, payload, time.time())
+            if len(self._outcomes) >= self.commit_every:
+                self._commit_locked()
+
     def commit(self) -> None:
         """Make every put so far durable."""
         with self._lock:
@@ -149,12 +205,16 @@ class CallCache:
 
     def _commit_locked(self) -> None:
         """Write the buffered puts in one write transaction (waits for other writers)."""
-        if self._buffer:
+        if self._buffer or self._outcomes:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
                     "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
                     list(self._buffer.values()),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?)",
+                    list(self._outcomes.values()),
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -162,6 +222,7 @@ class CallCache:
                     self._db.execute("ROLLBACK")
                 raise CacheError(f"cannot write the call cache at {self.path}: {exc}") from exc
             self._buffer.clear()
+            self._outcomes.clear()
         self._committed_at = time.monotonic()
 
     def stats(self) -> CacheStats:
@@ -173,8 +234,11 @@ class CallCache:
             )
             tokens = self._db.execute("SELECT COALESCE(SUM(completion_tokens), 0) FROM calls")
             completion_tokens = int(tokens.fetchone()[0])
+            outcomes = int(self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
-        return CacheStats(str(self.path), sum(teachers.values()), teachers, completion_tokens, size)
+        return CacheStats(
+            str(self.path), sum(teachers.values()), teachers, completion_tokens, size, outcomes
+        )
 
     def prune(self, *, older_than_s: float | None = None, teacher: str | None = None) -> int:
         """Delete calls older than ``older_than_s`` seconds and/or of one teacher; the count."""
@@ -190,6 +254,7 @@ class CallCache:
         with self._lock:
             self._commit_locked()
             deleted = self._db.execute(f"DELETE FROM calls WHERE {where}", args).rowcount
+            self._db.execute(f"DELETE FROM outcomes WHERE {where}", args)
             self._db.execute("VACUUM")
         return int(deleted)
 

@@ -45,6 +45,23 @@ def test_keys_are_per_teacher_and_errors_are_not_stored(tmp_path: Path) -> None:
         assert cache.get("t1", "k") is not None
 
 
+def test_get_many_sees_committed_and_buffered_calls_of_its_teacher(tmp_path: Path) -> None:
+    with CallCache(tmp_path / "c.sqlite", commit_every=10_000) as cache:
+        for i in range(1200):
+            cache.put("t1", Completion(f"k{i}", f"reply {i}", prompt_tokens=i))
+        cache.commit()
+        cache.put("t1", Completion("fresh", "not committed yet"))
+        cache.put("t2", Completion("k1", "other teacher"))
+        keys = [f"k{i}" for i in range(0, 1300, 2)] + ["fresh", "k2", "missing"]
+        found = cache.get_many("t1", keys)
+        assert set(found) == {f"k{i}" for i in range(0, 1200, 2)} | {"fresh"}
+        assert found["k600"].text == "reply 600" and found["k600"].prompt_tokens == 600
+        assert found["k600"].cached and found["k600"].teacher == "t1"
+        assert found["fresh"].text == "not committed yet"
+        assert cache.get_many("t2", ["k1", "k2"]).keys() == {"k1"}
+        assert cache.get_many("t1", []) == {}
+
+
 def test_prune(tmp_path: Path) -> None:
     with CallCache(tmp_path / "c.sqlite") as cache:
         cache.put("old", Completion("k1", "a"))
