@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from mstudy import memo
 from mstudy.budget import Budget, Estimate, count_prompt_tokens
 from mstudy.cache import CallCache
 from mstudy.errors import ConfigError, MstudyError, RecordError, TeacherError, TemplateError
@@ -52,6 +53,9 @@ class _Slot:
     results: dict[tuple[int, int], list[Example | Rejection]] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     completions: list[tuple[str, Completion]] = field(default_factory=list)
+    memo_key: str | None = None
+    """Where this record's outcome is memoised (see :mod:`mstudy.memo`); None when it is not."""
+    memo_hit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +462,7 @@ class StudyRun(Iterator[Example | Rejection]):
     def _run(self) -> Iterator[Example | Rejection]:
         study, report = self.study, self.report
         cache, fingerprint = study.cache, study.teacher.fingerprint
+        prefix = memo.memo_prefix(fingerprint, study.strategies) if cache is not None else None
         slots: deque[_Slot] = deque()
         pending: dict[str, list[_Pending]] = {}
         source = self._records()
@@ -479,6 +484,16 @@ class StudyRun(Iterator[Example | Rejection]):
                     continue
                 slot = _Slot(item.id, item)
                 slots.append(slot)
+                if prefix is not None and cache is not None:
+                    slot.memo_key = memo.outcome_key(prefix, item)
+                    payload = cache.get_outcome(slot.memo_key)
+                    if payload is not None:
+                        slot.results, slot.requests, slot.completions = memo.decode(
+                            payload, fingerprint
+                        )
+                        slot.memo_hit = slot.sealed = True
+                        continue
+                entries: list[_Pending] = []
                 for s_index, strategy in enumerate(study.strategies):
                     try:
                         batch = strategy.requests(item)
@@ -487,18 +502,25 @@ class StudyRun(Iterator[Example | Rejection]):
                         continue
                     slot.requests[strategy.name] = len(batch)
                     for r_index, request in enumerate(batch):
-                        entry = _Pending(slot, s_index, r_index, strategy, request)
-                        slot.outstanding += 1
-                        hit = cache.get(fingerprint, request.key) if cache is not None else None
-                        if hit is not None:
-                            self._complete(entry, hit)
-                            continue
-                        waiting = pending.get(request.key)
-                        if waiting is not None:
-                            waiting.append(entry)
-                            continue
-                        pending[request.key] = [entry]
-                        yield request
+                        entries.append(_Pending(slot, s_index, r_index, strategy, request))
+                slot.outstanding = len(entries)
+                hits = (
+                    cache.get_many(fingerprint, [e.request.key for e in entries])
+                    if cache is not None and entries
+                    else {}
+                )
+                for entry in entries:
+                    key = entry.request.key
+                    hit = hits.get(key)
+                    if hit is not None:
+                        self._complete(entry, hit)
+                        continue
+                    waiting = pending.get(key)
+                    if waiting is not None:
+                        waiting.append(entry)
+                        continue
+                    pending[key] = [entry]
+                    yield entry.request
                 slot.sealed = True
 
         def emit() -> Iterator[Example | Rejection]:
@@ -519,6 +541,10 @@ class StudyRun(Iterator[Example | Rejection]):
                     report.strategy(name).requests += count
                 for name, completion in slot.completions:
                     report.count_completion(name, completion)
+                if slot.memo_key is not None and not slot.memo_hit and cache is not None:
+                    payload = memo.encode(slot.results, slot.requests, slot.completions)
+                    if payload is not None:
+                        cache.put_outcome(slot.memo_key, fingerprint, payload)
                 items = [item for key in sorted(slot.results) for item in slot.results[key]]
                 for item in self._filter_all(items):
                     yield self._account(item)

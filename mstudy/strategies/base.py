@@ -71,6 +71,9 @@ class TemplateStrategy:
     examples: ClassVar[Sequence[FewShot]] = ()
     prefill: ClassVar[str | None] = None
     default_params: ClassVar[GenerationParams] = GenerationParams()
+    memoizable: ClassVar[bool] = True
+    """Whether a record's outcome may be memoised (:mod:`mstudy.memo`): true when requests
+    depend on the record and settings alone and verdicts are the same on every run."""
 
     def __init__(
         self,

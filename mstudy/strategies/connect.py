@@ -87,6 +87,8 @@ class Connect(TemplateStrategy):
         ),
     )
     default_params = GenerationParams(max_new_tokens=128, temperature=0.7)
+    # Requests depend on the corpus, which the fingerprint names but does not hash.
+    memoizable = False
 
     def __init__(
         self,

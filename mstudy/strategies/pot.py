@@ -52,6 +52,8 @@ class ProgramOfThought(TemplateStrategy):
     )
     prefill = "```python\n"
     default_params = GenerationParams(max_new_tokens=256, temperature=0.7)
+    # Verdicts come from running programs under a time limit, which may vary between runs.
+    memoizable = False
 
     def __init__(
         self,

@@ -1,0 +1,175 @@
+"""Outcome memo: a re-run with a call cache reads each record's parsed outcome back at once.
+
+The call cache stores raw replies, so a re-run makes no teacher call; it would still render
+every prompt, look up every call and parse every reply again. A record's *outcome* (the
+examples its replies parse into, and its render/parse rejections, before any filter) is a
+function of the record, the strategies, the teacher's replies and the code that parses them.
+With a cache, each finished outcome is stored under a key of all four, and a re-run of the
+same study reads a record's outcome back in one lookup. Filters and sinks always run again:
+change a filter, re-run, and only the filtering is redone.
+
+The key holds the record (id and fields), the teacher's and the strategies' fingerprints, and
+a hash of the source files of mstudy and of each strategy's modules, so editing a parser
+invalidates its outcomes. Strategies whose requests depend on more than the record (the
+corpus of ``connect``) or whose verdicts may vary between runs (programs that ``pot`` runs
+under a time limit) set ``memoizable = False``, and records are then parsed afresh. Outcomes
+with a failed call are never stored: the call is made again. Values that would not survive
+JSON unchanged (tuples, non-string keys, NaN, other types) leave the record unmemoized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mstudy.hashing import canonical_json
+from mstudy.records import Completion, Example, Provenance, Record, Rejection
+
+if TYPE_CHECKING:
+    from mstudy.interfaces import Strategy
+
+FORMAT = "mstudy.outcome.v1"
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_PLAIN_SCALARS = (str, int, bool, type(None))
+
+Results = dict[tuple[int, int], list[Example | Rejection]]
+
+
+def memo_prefix(teacher_fingerprint: str, strategies: Sequence[Strategy]) -> str | None:
+    """The part of every outcome key that the study fixes; None when a strategy opts out."""
+    if not strategies or not all(getattr(s, "memoizable", False) for s in strategies):
+        return None
+    fingerprints = [getattr(s, "fingerprint", None) for s in strategies]
+    if not all(isinstance(f, str) for f in fingerprints):
+        return None
+    modules = tuple(
+        sorted({cls.__module__ for s in strategies for cls in type(s).__mro__} - {"builtins"})
+    )
+    return canonical_json([FORMAT, teacher_fingerprint, fingerprints, _code_hash(modules)])
+
+
+def outcome_key(prefix: str, record: Record) -> str:
+    """The key of ``record``'s outcome under a study's ``prefix``."""
+    digest = hashlib.sha256(prefix.encode("utf-8"))
+    digest.update(b"\x00" + record.id.encode("utf-8") + b"\x00")
+    digest.update(canonical_json(record.fields).encode("utf-8"))
+    return digest.hexdigest()[:32]
+
+
+def encode(
+    results: Results, requests: dict[str, int], completions: list[tuple[str, Completion]]
+) -> str | None:
+    """A record's outcome as JSON; None when it must not be stored (a failed call, a value
+    that JSON would change)."""
+    if any(not c.ok for _, c in completions):
+        return None
+    items: list[Any] = []
+    for (s_index, r_index), found in results.items():
+        row: list[Any] = [s_index, r_index]
+        for item in found:
+            if isinstance(item, Example):
+                p = item.provenance
+                row.append(
+                    [
+                        "e",
+                        item.id,
+                        item.fields,
+                        p.source_id,
+                        p.strategy,
+                        p.strategy_version,
+                        p.template_hash,
+                        p.teacher,
+                        dict(p.params),
+                        p.sample,
+                        p.finish_reason,
+                        list(p.source_ids),
+                    ]
+                )
+            else:
+                if item.stage == "teacher":
+                    return None
+                row.append(
+                    [
+                        "r",
+                        item.source_id,
+                        item.stage,
+                        item.reason,
+                        item.detail,
+                        item.strategy,
+                        item.field,
+                        None if item.row is None else dict(item.row),
+                    ]
+                )
+        items.append(row)
+    calls = [
+        [name, c.finish_reason, c.prompt_tokens, c.completion_tokens] for name, c in completions
+    ]
+    payload = [items, requests, calls]
+    if not _plain(payload):
+        return None
+    return _JSON.encode(payload)
+
+
+def decode(
+    payload: str, teacher_fingerprint: str
+) -> tuple[Results, dict[str, int], list[tuple[str, Completion]]]:
+    """The outcome ``encode`` stored; its calls come back as cached completions."""
+    items, requests, calls = json.loads(payload)
+    results: Results = {}
+    for s_index, r_index, *found in items:
+        out: list[Example | Rejection] = []
+        for kind, *v in found:
+            if kind == "e":
+                provenance = Provenance(
+                    v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], tuple(v[10])
+                )
+                out.append(Example(v[0], v[1], provenance))
+            else:
+                out.append(Rejection(v[0], v[1], v[2], v[3], v[4], v[5], v[6]))
+        results[(s_index, r_index)] = out
+    completions = [
+        (name, Completion("", "", finish, prompt, completion, teacher_fingerprint, cached=True))
+        for name, finish, prompt, completion in calls
+    ]
+    return results, requests, completions
+
+
+def _plain(value: Any) -> bool:
+    """Whether JSON gives ``value`` back unchanged (lists, str-keyed dicts, finite numbers)."""
+    if isinstance(value, _PLAIN_SCALARS):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if type(value) is list:
+        return all(_plain(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    return False
+
+
+@lru_cache(maxsize=16)
+def _code_hash(modules: tuple[str, ...]) -> str:
+    """A hash of the source of mstudy and of ``modules`` (the strategies' own code)."""
+    digest = hashlib.sha256()
+    files = sorted(Path(__file__).parent.rglob("*.py"))
+    for name in modules:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path and not Path(path).is_relative_to(Path(__file__).parent):
+            files.append(Path(path))
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = b"?"
+        digest.update(f"{path.name}:{len(data)}:".encode())
+        digest.update(data)
+    return digest.hexdigest()[:32]
+
+
+__all__ = ["decode", "encode", "memo_prefix", "outcome_key"]

@@ -1,0 +1,200 @@
+"""Outcome memo: a cached re-run reads parsed outcomes back, and only when that is safe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mstudy import (
+    ChainOfThought,
+    Completion,
+    Example,
+    Explain,
+    LengthFilter,
+    Paraphrase,
+    Record,
+    Rejection,
+    Request,
+    Reverse,
+    ScriptedTeacher,
+    Study,
+    memo,
+)
+from mstudy.cache import CallCache
+from mstudy.records import Provenance
+
+REPLIES = {
+    "reverse": "{{ object }} is where {{ subject }} belongs.",
+    "paraphrase": "Put another way: {{ text }}",
+    "explain": "This says that {{ text }} It is worth remembering.",
+    "cot": "1. Recall the fact.\nFinal answer: {{ answer }}",
+}
+RECORDS = [
+    {
+        "id": f"r{i}",
+        "text": f"Item {i} is kept in Room {i}." if i % 5 else "Short.",
+        "subject": f"Item {i}",
+        "object": f"Room {i}",
+        "question": f"Where is item {i} kept?",
+        "answer": f"Room {i}",
+    }
+    for i in range(20)
+]
+
+
+class CountingReverse(Reverse):
+    """Reverse that counts how often it parses a reply."""
+
+    name = "reverse"
+    parsed: ClassVar[int] = 0
+
+    def parse(self, record: Any, request: Request, completion: Completion) -> Any:
+        CountingReverse.parsed += 1
+        return super().parse(record, request, completion)
+
+
+class Unmemoizable(Paraphrase):
+    memoizable = False
+
+
+def run(tmp_path: Path, name: str, **kwargs: Any) -> tuple[Any, ScriptedTeacher, bytes]:
+    teacher = kwargs.pop("teacher", None) or ScriptedTeacher(REPLIES)
+    strategies = kwargs.pop("strategies", None) or [
+        Explain(),
+        CountingReverse(),
+        Paraphrase(),
+        ChainOfThought(),
+    ]
+    out = tmp_path / f"{name}.jsonl"
+    study = Study(
+        teacher,
+        strategies,
+        kwargs.pop("filters", ["dedup"]),
+        sinks=[out],
+        rejects=tmp_path / f"{name}.rejects.jsonl",
+        cache=tmp_path / "calls.sqlite",
+        **kwargs,
+    )
+    report = study.run(RECORDS)
+    return report, teacher, out.read_bytes() + (tmp_path / f"{name}.rejects.jsonl").read_bytes()
+
+
+def test_a_cached_rerun_reads_outcomes_back_and_writes_the_same_files(tmp_path: Path) -> None:
+    first, teacher1, out1 = run(tmp_path, "first")
+    parsed_first = CountingReverse.parsed
+    second, teacher2, out2 = run(tmp_path, "second")
+    assert teacher1.calls > 0 and teacher2.calls == 0
+    assert CountingReverse.parsed == parsed_first  # not parsed again
+    assert out2 == out1
+    assert second.accepted == first.accepted and second.rejected == first.rejected
+    assert second.rejections() == first.rejections()
+    for name, stats in first.strategies.items():
+        again = second.strategies[name]
+        assert again.completions == stats.completions and again.cached == stats.completions
+        assert again.completion_tokens == stats.completion_tokens
+    assert second.spent_completion_tokens == 0
+    with CallCache(tmp_path / "calls.sqlite") as cache:
+        assert cache.stats().outcomes == len(RECORDS)
+
+
+def test_changing_a_filter_reuses_outcomes_and_filters_again(tmp_path: Path) -> None:
+    first, _, _ = run(tmp_path, "first")
+    parsed = CountingReverse.parsed
+    strict, teacher, _ = run(tmp_path, "strict", filters=["dedup", LengthFilter(min_words=8)])
+    assert teacher.calls == 0 and CountingReverse.parsed == parsed
+    assert strict.accepted < first.accepted
+    assert strict.filters["length"].checked > 0
+
+
+def test_a_changed_strategy_parses_again(tmp_path: Path) -> None:
+    run(tmp_path, "first")
+    parsed = CountingReverse.parsed
+    changed = [Explain(min_words=3), CountingReverse(), Paraphrase(), ChainOfThought()]
+    _, teacher, _ = run(tmp_path, "changed", strategies=changed)
+    assert teacher.calls == 0  # the calls themselves are still cached
+    assert CountingReverse.parsed == parsed + len(RECORDS)
+
+
+def test_a_strategy_may_opt_out(tmp_path: Path) -> None:
+    strategies = [CountingReverse(), Unmemoizable()]
+    run(tmp_path, "first", strategies=strategies)
+    parsed = CountingReverse.parsed
+    _, teacher, _ = run(tmp_path, "second", strategies=strategies)
+    assert teacher.calls == 0 and CountingReverse.parsed == parsed + len(RECORDS)
+    with CallCache(tmp_path / "calls.sqlite") as cache:
+        assert cache.stats().outcomes == 0
+
+
+def test_a_record_with_a_failed_call_is_asked_again(tmp_path: Path) -> None:
+    def flaky(request: Request) -> str:
+        if request.source_id == "r3" and request.strategy == "reverse":
+            raise RuntimeError("server said no")
+        return "Room 1 is where Item 1 belongs."
+
+    first, _, _ = run(tmp_path, "first", teacher=ScriptedTeacher(flaky))
+    assert first.strategies["reverse"].rejected[("teacher", "teacher error")] == 1
+    again, teacher2, _ = run(tmp_path, "second", teacher=ScriptedTeacher(flaky))
+    assert teacher2.calls == 1  # only the failed call, everything else from the cache
+    assert again.strategies["reverse"].rejected[("teacher", "teacher error")] == 1
+
+
+def test_same_id_with_changed_fields_is_not_read_back(tmp_path: Path) -> None:
+    prefix = memo.memo_prefix("teacher", [Reverse()])
+    assert prefix is not None
+
+    a = Record.from_mapping({"id": "1", "text": "A is B."})
+    b = Record.from_mapping({"id": "1", "text": "A is C."})
+    assert memo.outcome_key(prefix, a) != memo.outcome_key(prefix, b)
+    assert memo.outcome_key(memo.memo_prefix("other", [Reverse()]) or "", a) != (
+        memo.outcome_key(prefix, a)
+    )
+
+
+plain = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.text(min_size=1).filter(lambda k: k not in {"id"}), plain, max_size=4))
+def test_outcomes_round_trip_exactly(fields: dict[str, Any]) -> None:
+    provenance = Provenance("s", "explain", "1", "t", "tf", {"seed": None}, 0, "stop", ())
+    example = Example("e1", fields, provenance)
+    rejection = Rejection("s", "parse", "too short", "2 words", "explain", None, {"reply": "x"})
+    results: memo.Results = {(0, 0): [example], (1, -1): [rejection]}
+    payload = memo.encode(
+        results, {"explain": 1}, [("explain", Completion("k", "x", "stop", 3, 4))]
+    )
+    assert payload is not None
+    back, requests, completions = memo.decode(payload, "tf")
+    assert back == results and requests == {"explain": 1}
+    assert completions[0][1].cached and completions[0][1].completion_tokens == 4
+
+
+@given(st.sampled_from([(1, 2), {1: "a"}, float("nan"), {"a": {2}}, b"x"]))
+def test_values_json_would_change_are_not_memoised(value: Any) -> None:
+    provenance = Provenance("s", "explain", "1", "t", "tf", {}, 0)
+    results: memo.Results = {(0, 0): [Example("e", {"v": value}, provenance)]}
+    assert memo.encode(results, {}, []) is None
+
+
+def test_outcome_payload_is_json(tmp_path: Path) -> None:
+    run(tmp_path, "first")
+    with CallCache(tmp_path / "calls.sqlite") as cache:
+        prefix = memo.memo_prefix(
+            ScriptedTeacher(REPLIES).fingerprint,
+            [Explain(), CountingReverse(), Paraphrase(), ChainOfThought()],
+        )
+        assert prefix is not None
+
+        payload = cache.get_outcome(memo.outcome_key(prefix, Record.from_mapping(RECORDS[1])))
+    assert payload is not None and isinstance(json.loads(payload), list)
