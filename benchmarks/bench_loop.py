@@ -1,9 +1,20 @@
-"""Loop overhead: rows/s of the Study loop with the scripted teacher, and of a cached re-run.
+"""Loop overhead: output rows/s of the Study loop with the scripted teacher, and of re-runs.
 
-Four strategies, exact dedup, a JSONL sink. The baseline (1.00x) is a plain Python loop that
-renders one f-string per output row and writes it as JSON, measured in the same run.
+Four strategies, exact dedup, a JSONL sink, on one core. The baseline (1.00x) is a plain
+Python loop that renders one f-string per output row and writes it as JSON, measured in the
+same run. Rows:
+
+* no cache: the loop alone (render, call the scripted teacher, parse, filter, write);
+* first run, writing a cache: the same plus storing every call and every record's outcome;
+* cached re-run: the same study again on that cache (0 teacher calls, outcomes read back);
+* cached re-run, changed filter: a length filter added, so outcomes are read back and only
+  the filtering is redone.
+
+``--rss`` instead runs the no-cache study in fresh processes at each ``--sizes`` and prints
+their peak RSS (memory must stay flat as the input grows).
 
     python benchmarks/bench_loop.py --records 20000
+    python benchmarks/bench_loop.py --rss --sizes 100000 1000000
 """
 
 from __future__ import annotations
@@ -11,13 +22,23 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mstudy import ChainOfThought, Explain, Paraphrase, Reverse, ScriptedTeacher, Study
+from mstudy import (
+    ChainOfThought,
+    Explain,
+    LengthFilter,
+    Paraphrase,
+    Reverse,
+    ScriptedTeacher,
+    Study,
+)
 
 REPLIES = {
     "reverse": "{{ object }} is where {{ subject }} belongs.",
@@ -39,9 +60,10 @@ def rows(n: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def study(out: Path, cache: Path) -> Study:
+def study(out: Path, cache: Path | None, filters: list[Any] | None = None) -> Study:
     strategies = [Explain(), Reverse(), Paraphrase(), ChainOfThought()]
-    return Study(ScriptedTeacher(REPLIES), strategies, ["dedup"], sinks=[out], cache=cache)
+    teacher = ScriptedTeacher(REPLIES)
+    return Study(teacher, strategies, filters or ["dedup"], sinks=[out], cache=cache)
 
 
 def baseline(n: int, out: Path) -> float:
@@ -54,29 +76,75 @@ def baseline(n: int, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--records", type=int, default=20_000)
-    args = parser.parse_args()
-    n = args.records
+def throughput(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         base = baseline(n, folder / "base.jsonl")
         cache = folder / "calls.sqlite"
+        runs: list[tuple[str, Path | None, list[Any] | None]] = [
+            ("study, no cache", None, None),
+            ("study, first run writing a cache", cache, None),
+            ("study, cached re-run (0 calls)", cache, None),
+            ("study, cached re-run, length filter added", cache, ["dedup", LengthFilter()]),
+        ]
         timings = []
-        for label in ("study, scripted teacher", "study, cached re-run (0 calls)"):
+        for label, cache_path, filters in runs:
             start = time.perf_counter()
-            report = study(folder / "out.jsonl", cache).run(rows(n))
-            timings.append((label, time.perf_counter() - start, report.accepted))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{n} records x 4 strategies; peak RSS {rss:.0f} MB")
-    print("| run | seconds | output rows/s | vs baseline |")
-    print("|---|---:|---:|---:|")
+            report = study(folder / "out.jsonl", cache_path, filters).run(rows(n))
+            seconds = time.perf_counter() - start
+            calls = sum(s.completions - s.cached for s in report.strategies.values())
+            timings.append((label, seconds, report.accepted, calls))
+    print(f"{n} records x 4 strategies, one process")
+    print("| run | seconds | output rows/s | teacher calls | vs baseline |")
+    print("|---|---:|---:|---:|---:|")
     base_rate = 4 * n / base
-    print(f"| plain loop (baseline) | {base:.2f} | {base_rate:,.0f} | 1.00x |")
-    for label, seconds, accepted in timings:
+    print(f"| plain loop (baseline) | {base:.2f} | {base_rate:,.0f} | - | 1.00x |")
+    for label, seconds, accepted, calls in timings:
         rate = accepted / seconds
-        print(f"| {label} | {seconds:.2f} | {rate:,.0f} | {rate / base_rate:.2f}x |")
+        print(f"| {label} | {seconds:.2f} | {rate:,.0f} | {calls:,} | {rate / base_rate:.2f}x |")
+
+
+def peak_rss(sizes: list[int]) -> None:
+    print("| records | output rows | seconds | peak RSS (MB) | vs smallest |")
+    print("|---:|---:|---:|---:|---:|")
+    first = None
+    for n in sizes:
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        accepted, seconds, rss = done.stdout.split()
+        first = first or float(rss)
+        print(
+            f"| {n:,} | {int(accepted):,} | {float(seconds):.1f} | {float(rss):.0f} "
+            f"| {float(rss) / first:.2f}x |"
+        )
+
+
+def child(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        report = study(Path(tmp) / "out.jsonl", None).run(rows(n))
+        seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(report.accepted, seconds, rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--rss", action="store_true", help="peak RSS at each of --sizes")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.child)
+    elif args.rss:
+        peak_rss(args.sizes)
+    else:
+        throughput(args.records)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,8 @@ class CallCache:
                 # Checkpoint (and fsync) every 16 MB of WAL rather than every 4 MB: calls are
                 # keyed by hashes, so each commit touches pages all over the table.
                 self._db.execute("PRAGMA wal_autocheckpoint=4096")
+                # Reads through a memory map: a cached re-run looks up every record.
+                self._db.execute("PRAGMA mmap_size=268435456")
                 self._db.executescript(_SCHEMA)
                 return
             except sqlite3.OperationalError as exc:
@@ -184,12 +186,25 @@ class CallCache:
 
     def get_outcome(self, key: str) -> str | None:
         """A record's stored outcome (see :mod:`mstudy.memo`), or None."""
+        return self.get_outcomes([key]).get(key)
+
+    def get_outcomes(self, keys: Sequence[str]) -> dict[str, str]:
+        """The stored outcomes of ``keys`` (absent keys left out)."""
+        found: dict[str, str] = {}
         with self._lock:
-            buffered = self._outcomes.get(key)
-            if buffered is not None:
-                return buffered[2]
-            row = self._db.execute("SELECT payload FROM outcomes WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+            wanted = list(dict.fromkeys(keys))
+            for start in range(0, len(wanted), _BATCH):
+                chunk = wanted[start : start + _BATCH]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key, payload FROM outcomes WHERE key IN ({marks})", chunk
+                )
+                found.update(rows)
+            for key in wanted:
+                buffered = self._outcomes.get(key)
+                if buffered is not None:
+                    found[key] = buffered[2]
+        return found
 
     def put_outcome(self, key: str, teacher: str, payload: str) -> None:
         """Store a record's outcome under ``key`` (committed with the calls)."""

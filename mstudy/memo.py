@@ -122,17 +122,15 @@ def decode(
     """The outcome ``encode`` stored; its calls come back as cached completions."""
     items, requests, calls = json.loads(payload)
     results: Results = {}
-    for s_index, r_index, *found in items:
+    for row in items:
         out: list[Example | Rejection] = []
-        for kind, *v in found:
-            if kind == "e":
-                provenance = Provenance(
-                    v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], tuple(v[10])
-                )
-                out.append(Example(v[0], v[1], provenance))
+        for v in row[2:]:
+            if v[0] == "e":
+                p = Provenance(v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], tuple(v[11]))
+                out.append(Example(v[1], v[2], p))
             else:
-                out.append(Rejection(v[0], v[1], v[2], v[3], v[4], v[5], v[6]))
-        results[(s_index, r_index)] = out
+                out.append(Rejection(v[1], v[2], v[3], v[4], v[5], v[6], v[7]))
+        results[(row[0], row[1])] = out
     completions = [
         (name, Completion("", "", finish, prompt, completion, teacher_fingerprint, cached=True))
         for name, finish, prompt, completion in calls

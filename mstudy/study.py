@@ -42,6 +42,10 @@ Source = Any
 WRITE_CHUNK = 256
 
 
+MEMO_LOOKAHEAD = 64
+"""Source items whose stored outcomes are looked up together (with a call cache)."""
+
+
 @dataclass(slots=True)
 class _Slot:
     """One source item on its way through: results wait here until all requests are back."""
@@ -469,30 +473,52 @@ class StudyRun(Iterator[Example | Rejection]):
         exhausted = False
         bar = _progress_bar(study.progress, self.source, self.limit, self.skip)
 
+        ahead: deque[tuple[Record | Rejection, str | None, str | None]] = deque()
+
+        def pull() -> tuple[Record | Rejection, str | None, str | None] | None:
+            """The next source item with its memo key and stored outcome (looked up for a
+            chunk of items at once)."""
+            if not ahead:
+                chunk = list(itertools.islice(source, MEMO_LOOKAHEAD if prefix else 1))
+                keys = [
+                    memo.outcome_key(prefix, item)
+                    if prefix is not None and isinstance(item, Record)
+                    else None
+                    for item in chunk
+                ]
+                found = (
+                    cache.get_outcomes([k for k in keys if k is not None])
+                    if cache is not None and prefix is not None
+                    else {}
+                )
+                ahead.extend(
+                    (item, key, found.get(key) if key is not None else None)
+                    for item, key in zip(chunk, keys, strict=True)
+                )
+            return ahead.popleft() if ahead else None
+
         def feed() -> Iterator[Request]:
             """Requests for the teacher; stops early when too many records await emission."""
             nonlocal exhausted
             while len(slots) < study.max_backlog:
-                item = next(source, None)
-                if item is None:
+                pulled = pull()
+                if pulled is None:
                     exhausted = True
                     return
+                item, memo_key, payload = pulled
                 if isinstance(item, Rejection):
                     slot = _Slot(item.source_id, None, sealed=True)
                     slot.results[(-1, 0)] = [item]
                     slots.append(slot)
                     continue
-                slot = _Slot(item.id, item)
+                slot = _Slot(item.id, item, memo_key=memo_key)
                 slots.append(slot)
-                if prefix is not None and cache is not None:
-                    slot.memo_key = memo.outcome_key(prefix, item)
-                    payload = cache.get_outcome(slot.memo_key)
-                    if payload is not None:
-                        slot.results, slot.requests, slot.completions = memo.decode(
-                            payload, fingerprint
-                        )
-                        slot.memo_hit = slot.sealed = True
-                        continue
+                if payload is not None:
+                    slot.results, slot.requests, slot.completions = memo.decode(
+                        payload, fingerprint
+                    )
+                    slot.memo_hit = slot.sealed = True
+                    continue
                 entries: list[_Pending] = []
                 for s_index, strategy in enumerate(study.strategies):
                     try:
