@@ -175,8 +175,19 @@ class Study:
     # -- running --------------------------------------------------------------------------
 
     def stream(self, source: Source, *, limit: int | None = None) -> StudyRun:
-        """Examples and Rejections as they are decided; ``.report`` fills in as it goes."""
+        """Examples and Rejections as they are decided; ``.report`` fills in as it goes.
+
+        Each run starts afresh: filters that remember what they saw (``dedup``) are reset.
+        """
+        self._reset_filters()
         return StudyRun(self, source, limit=limit)
+
+    def _reset_filters(self) -> None:
+        """Forget what stateful filters saw in an earlier run (those with ``reset()``)."""
+        for filt in self.filters:
+            reset = getattr(filt, "reset", None)
+            if callable(reset):
+                reset()
 
     def iter(self, source: Source, *, limit: int | None = None) -> Iterator[Example]:
         """Accepted examples, streamed. Rejections are counted in ``study.last_report``."""
@@ -284,6 +295,7 @@ class Study:
             self.cache = CallCache(journal.directory / "calls.sqlite")
         state = journal.state
         if state is None or state.phase == "studying":
+            self._reset_filters()
             for filt in self.filters:
                 saved = state.filter_states.get(filt.name) if state else None
                 if saved is not None and hasattr(filt, "set_state"):

@@ -236,6 +236,14 @@ def test_memory_does_not_grow_with_the_number_of_records() -> None:
     assert large < small * 1.5
 
 
+def test_each_run_starts_afresh_with_stateful_filters(tmp_path: Path) -> None:
+    study = Study(ScriptedTeacher(REPLIES), [Reverse()], ["dedup", "near_dedup"])
+    first = study.run(RECORDS)
+    second = study.run(RECORDS)
+    assert first.accepted == second.accepted == len(RECORDS)
+    assert [e.text for e in study.iter(RECORDS)] == [e.text for e in study.iter(RECORDS)]
+
+
 def test_names_resolve_through_plugins_and_objects_pass_through() -> None:
     teacher = ScriptedTeacher(REPLIES)
     study = Study(teacher, ["reverse", Paraphrase()], ["dedup"])

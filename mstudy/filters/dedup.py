@@ -32,6 +32,10 @@ class ExactDedup(RowFilter):
         digest = hashlib.blake2b(f"{prefix}\x00{text}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little")
 
+    def reset(self) -> None:
+        """Forget every example seen (a study calls this at the start of each run)."""
+        self._seen.clear()
+
     def get_state(self) -> list[int]:
         """The hashes seen so far (for a resumable run's checkpoint)."""
         return list(self._seen)
