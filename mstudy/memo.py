@@ -116,10 +116,9 @@ def encode(
     return _JSON.encode(payload)
 
 
-def decode(
-    payload: str, teacher_fingerprint: str
-) -> tuple[Results, dict[str, int], list[tuple[str, Completion]]]:
-    """The outcome ``encode`` stored; its calls come back as cached completions."""
+def decode(payload: str) -> tuple[Results, dict[str, int], dict[str, tuple[int, int, int]]]:
+    """The outcome ``encode`` stored: results, requests per strategy, and the calls per
+    strategy as ``(calls, prompt_tokens, completion_tokens)``, all of them cached now."""
     items, requests, calls = json.loads(payload)
     results: Results = {}
     for row in items:
@@ -131,11 +130,11 @@ def decode(
             else:
                 out.append(Rejection(v[1], v[2], v[3], v[4], v[5], v[6], v[7]))
         results[(row[0], row[1])] = out
-    completions = [
-        (name, Completion("", "", finish, prompt, completion, teacher_fingerprint, cached=True))
-        for name, finish, prompt, completion in calls
-    ]
-    return results, requests, completions
+    totals: dict[str, tuple[int, int, int]] = {}
+    for name, _finish, prompt, completion in calls:
+        n, p_sum, c_sum = totals.get(name, (0, 0, 0))
+        totals[name] = (n + 1, p_sum + prompt, c_sum + completion)
+    return results, requests, totals
 
 
 def _plain(value: Any) -> bool:

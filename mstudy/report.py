@@ -110,6 +110,16 @@ class Report:
             self.spent_prompt_tokens += completion.prompt_tokens
             self.spent_completion_tokens += completion.completion_tokens
 
+    def count_cached_calls(
+        self, strategy: str, calls: int, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Count ``calls`` answered from the cache at once (they cost nothing)."""
+        stats = self.strategy(strategy)
+        stats.completions += calls
+        stats.cached += calls
+        stats.prompt_tokens += prompt_tokens
+        stats.completion_tokens += completion_tokens
+
     def count_rejection(self, rejection: Rejection) -> None:
         if rejection.stage == "input" or rejection.strategy is None:
             self.input_rejected[rejection.reason] += 1

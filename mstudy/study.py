@@ -60,6 +60,8 @@ class _Slot:
     memo_key: str | None = None
     """Where this record's outcome is memoised (see :mod:`mstudy.memo`); None when it is not."""
     memo_hit: bool = False
+    cached_calls: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """Calls per strategy read back with a memoised outcome: (calls, prompt, completion tokens)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,9 +528,7 @@ class StudyRun(Iterator[Example | Rejection]):
                 slot = _Slot(item.id, item, memo_key=memo_key)
                 slots.append(slot)
                 if payload is not None:
-                    slot.results, slot.requests, slot.completions = memo.decode(
-                        payload, fingerprint
-                    )
+                    slot.results, slot.requests, slot.cached_calls = memo.decode(payload)
                     slot.memo_hit = slot.sealed = True
                     continue
                 entries: list[_Pending] = []
@@ -579,6 +579,8 @@ class StudyRun(Iterator[Example | Rejection]):
                     report.strategy(name).requests += count
                 for name, completion in slot.completions:
                     report.count_completion(name, completion)
+                for name, (calls, prompt, completion_tokens) in slot.cached_calls.items():
+                    report.count_cached_calls(name, calls, prompt, completion_tokens)
                 if slot.memo_key is not None and not slot.memo_hit and cache is not None:
                     payload = memo.encode(slot.results, slot.requests, slot.completions)
                     if payload is not None:
