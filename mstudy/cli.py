@@ -3,6 +3,7 @@
 ::
 
     mstudy run study.toml [--limit N] [--quiet] [--json-report FILE]
+                          [--push-to-hub REPO] [--save-for-hub DIR]
     mstudy plugins [--json] [--check] [--kind K] [--verbose]
     mstudy --version
 
@@ -20,10 +21,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mstudy._version import __version__
 from mstudy.errors import ConfigError, MstudyError, PluginError
+
+if TYPE_CHECKING:
+    from mstudy.config import HubSettings
+    from mstudy.report import Report
+    from mstudy.study import Study
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -59,6 +65,19 @@ def _add_run(subparsers: _Subparsers) -> None:
         action="store_true",
         help="discard the journal of an interrupted run and start over (default: resume)",
     )
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="after a completed run, push the rows of the first jsonl or parquet sink with a "
+        "dataset card to the Hub dataset repo REPO (overrides [hub] repo_id)",
+    )
+    parser.add_argument(
+        "--save-for-hub",
+        type=Path,
+        metavar="DIR",
+        help="after a completed run, write the folder a push uploads to DIR "
+        "(overrides [hub] folder)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -66,6 +85,14 @@ def _run(args: argparse.Namespace) -> int:
     from mstudy.config import load_config
 
     config = load_config(args.config)
+    if args.push_to_hub is not None:  # publishing is checked before anything is built or run
+        from mstudy.hub import check_repo_id
+
+        try:
+            check_repo_id(args.push_to_hub)
+        except ConfigError as exc:
+            raise ConfigError(f"--push-to-hub: {exc}") from None
+    publish = config.hub_settings(repo_id=args.push_to_hub, folder=args.save_for_hub)
     study, source = config.build(progress=False if args.quiet else None)
     limit = args.limit if args.limit is not None else config.limit
     if args.dry_run:
@@ -88,7 +115,47 @@ def _run(args: argparse.Namespace) -> int:
         args.json_report.write_text(text + "\n", encoding="utf-8")
     if not args.quiet:
         print(report)
+    if publish is not None:
+        if report.status == "done":
+            _publish(publish, study, report)
+        else:
+            print(
+                f"mstudy: not published: the run is {report.status}"
+                + (f" ({report.note})" if report.note else "")
+                + "; run it again to finish, then it is published",
+                file=sys.stderr,
+            )
     return EXIT_OK
+
+
+def _publish(settings: HubSettings, study: Study, report: Report) -> None:
+    """Write the Hub folder and/or push, as ``settings`` say; say where on stderr."""
+    import datasets
+
+    from mstudy import hub
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # one line per step says what happened
+    try:
+        if settings.folder is not None:
+            card = dict(settings.card)
+            if settings.repo_id is not None:  # the very folder that is pushed
+                card["repo_id"] = settings.repo_id
+            folder = hub.save_for_hub(settings.data, study, report, settings.folder, **card)
+            print(f"wrote {folder} (README.md card, mstudy.json, data/)", file=sys.stderr)
+        if settings.repo_id is not None:
+            url = hub.push_to_hub(
+                settings.data,
+                study,
+                report,
+                settings.repo_id,
+                private=settings.private,
+                **settings.card,
+            )
+            print(f"pushed to {url}", file=sys.stderr)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
 
 
 # -- mstudy plugins ---------------------------------------------------------------------------

@@ -39,16 +39,25 @@
     price_in = 0.5
     price_out = 1.5
 
+    [hub]                         # optional: publish after a completed run
+    repo_id = "me/facts-studied"  # push to this Hub dataset repo (private unless private = false)
+    folder = "out/hub"            # ... and/or write the folder that is uploaded
+    license = "cc-by-4.0"         # card metadata: license, pretty_name, split, tags,
+    tags = ["facts"]              # language, task_categories
+
 A component may also be given by name alone (``teacher = "scripted"``,
 ``strategies = ["reverse", "paraphrase"]``). Parameters named ``path`` or ``dir``, or ending
 in ``_path`` or ``_dir``, resolve against the config file's folder. Every error is a
-:class:`~mstudy.errors.ConfigError` that starts with ``file:line:``.
+:class:`~mstudy.errors.ConfigError` that starts with ``file:line:``. ``[hub]`` publishes the
+rows of the first ``jsonl`` or ``parquet`` sink (:meth:`StudyConfig.hub_settings`); it never
+takes a token (``HF_TOKEN`` or ``hf auth login`` provide one).
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib.util
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -69,7 +78,7 @@ if TYPE_CHECKING:
     from mstudy.interfaces import Filter, Sink, Strategy, Teacher
     from mstudy.study import Study
 
-SECTIONS = ("source", "teacher", "strategies", "filters", "sinks", "rejects", "run")
+SECTIONS = ("source", "teacher", "strategies", "filters", "sinks", "rejects", "run", "hub")
 """The top-level sections a study config may have."""
 SOURCE_KEYS = ("path", "id_field", "limit")
 RUN_KEYS = (
@@ -82,6 +91,22 @@ RUN_KEYS = (
     "price_in",
     "price_out",
 )
+HUB_KEYS = (
+    "repo_id",
+    "private",
+    "folder",
+    "license",
+    "pretty_name",
+    "split",
+    "tags",
+    "language",
+    "task_categories",
+)
+_HUB_STRINGS = ("license", "pretty_name", "split")
+_HUB_LISTS = ("tags", "language", "task_categories")
+_SECRET_KEY = re.compile(r"(?:^|[_-])(?:token|api[_-]?key|secret|passw(?:or)?d)$", re.I)
+PUBLISHED_SINKS = ("jsonl", "parquet")
+"""The sinks whose file ``[hub]`` publishes (the first of them with a ``path``)."""
 
 Where = Callable[[str | None], str]
 """Gives the ``file:line`` of a key of a component table (None: the table itself)."""
@@ -161,6 +186,22 @@ class _Locator:
 # -- the config -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class HubSettings:
+    """What to publish after a completed run: ``[hub]`` with the command line's overrides."""
+
+    data: Path
+    """The rows: the file of the first ``jsonl`` or ``parquet`` sink with a path."""
+    repo_id: str | None = None
+    """The Hub dataset repo to push to (None: no push)."""
+    folder: Path | None = None
+    """Where to write the folder that is uploaded (None: not written)."""
+    private: bool = True
+    """The visibility of a repo the push creates (an existing repo keeps its own)."""
+    card: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of :func:`mstudy.hub.save_for_hub` (card metadata, ``source``)."""
+
+
 @dataclass
 class StudyConfig:
     """A parsed study config: each component is a table with ``name`` and its parameters."""
@@ -174,6 +215,7 @@ class StudyConfig:
     rejects: dict[str, Any] | None = None
     run: dict[str, Any] = field(default_factory=dict)
     text: str = field(default="", repr=False)
+    hub: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -219,6 +261,59 @@ class StudyConfig:
         first = next((getattr(s, "path", None) for s in sinks if hasattr(s, "path")), None)
         folder = Path(first).parent if first is not None else self.base_dir
         return folder / f".{self.path.stem}.journal"
+
+    def hub_settings(
+        self, *, repo_id: str | None = None, folder: str | Path | None = None
+    ) -> HubSettings | None:
+        """What to publish after a completed run, or None when nothing is asked for.
+
+        ``repo_id`` and ``folder`` override ``[hub] repo_id`` and ``[hub] folder`` (an
+        override folder is taken as given, ``[hub] folder`` resolves against
+        :attr:`base_dir`). Everything is checked here, before anything runs: the repo id,
+        the sink whose rows are published, and that ``datasets`` and ``pyarrow`` are installed.
+        """
+        if repo_id is not None:
+            _check_repo_id(repo_id, "")
+        else:
+            repo_id = self.hub.get("repo_id")
+        if folder is None and "folder" in self.hub:
+            folder = resolve_path(self.hub["folder"], self.base_dir)
+        if repo_id is None and folder is None:
+            return None
+        asked = [k for k in ("repo_id", "folder") if k in self.hub]
+        at = self.where("hub")(asked[0] if asked else None) if self.hub else str(self.path)
+        data = self._published_data()
+        if data is None:
+            raise ConfigError(
+                f"{at}: publishing uploads the rows of the first "
+                f"{' or '.join(PUBLISHED_SINKS)} sink, and [[sinks]] has none with a path; "
+                'add one, e.g. [[sinks]] name = "jsonl", path = "out/rows.jsonl"'
+            )
+        for module in ("datasets", "pyarrow"):
+            if importlib.util.find_spec(module) is None:
+                raise ConfigError(
+                    f"{at}: publishing on the Hub needs the {module!r} package, which is not "
+                    'installed; install it with: pip install "mstudy[datasets]"'
+                )
+        card = {k: self.hub[k] for k in (*_HUB_STRINGS, *_HUB_LISTS) if k in self.hub}
+        card["source"] = str(self.source["path"])
+        return HubSettings(
+            data=data,
+            repo_id=repo_id,
+            folder=None if folder is None else Path(folder),
+            private=bool(self.hub.get("private", True)),
+            card=card,
+        )
+
+    def _published_data(self) -> Path | None:
+        for table in self.sinks:
+            name = str(table.get("name", ""))
+            dist, _, plugin = name.rpartition(":")
+            if plugin in PUBLISHED_SINKS and dist in ("", "mstudy"):
+                path = table.get("path")
+                if isinstance(path, str) and path.strip():
+                    return Path(resolve_path(path, self.base_dir))
+        return None
 
     def where(self, section: str, index: int | None = None) -> Where:
         """A :data:`Where` for a section (and the ``index``-th table of an array section)."""
@@ -285,6 +380,15 @@ class StudyConfig:
             _abort_sinks(built[len(self.strategies) + len(self.filters) + 1 :])
             raise
         return study, self.source_path
+
+
+def _check_repo_id(repo_id: str, where: str) -> None:
+    from mstudy.hub import check_repo_id
+
+    try:
+        check_repo_id(repo_id)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 def _abort_sinks(sinks: list[object]) -> None:
@@ -510,9 +614,10 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
             "a number of seconds >= 0"
         )
 
+    hub = _parse_hub(data.get("hub", {}), locator, path)
     teacher = _component(data["teacher"], "teacher", None, locator, path)
     rejects = data.get("rejects")
-    return StudyConfig(
+    config = StudyConfig(
         path=path,
         source=source,
         teacher=teacher,
@@ -522,7 +627,43 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
         rejects=None if rejects is None else _component(rejects, "rejects", None, locator, path),
         run=dict(run),
         text=text,
+        hub=hub,
     )
+    config.hub_settings()  # a [hub] that publishes has something to publish
+    return config
+
+
+def _parse_hub(hub: Any, locator: _Locator, path: Path) -> dict[str, Any]:
+    """The checked ``[hub]`` table: known keys of the right types, no token, a valid repo id."""
+    if not isinstance(hub, Mapping):
+        raise ConfigError(f"{path}:{locator.line('hub')}: [hub] must be a table")
+
+    def at(key: str) -> str:
+        return f"{path}:{locator.line('hub', None, key)}"
+
+    for key in hub:
+        if _SECRET_KEY.search(key):
+            raise ConfigError(
+                f"{at(key)}: [hub] does not take {key!r}: tokens never belong in config files; "
+                "set the HF_TOKEN environment variable or run `hf auth login`"
+            )
+    _check_keys(hub, HUB_KEYS, "hub", locator, path)
+    for key in ("repo_id", "folder", *_HUB_STRINGS):
+        if key in hub and (not isinstance(hub[key], str) or not hub[key].strip()):
+            raise ConfigError(f"{at(key)}: {key} must be a non-empty string, got {hub[key]!r}")
+    for key in _HUB_LISTS:
+        value = hub.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{at(key)}: {key} must be a list of strings, got {value!r}")
+    if "private" in hub and not isinstance(hub["private"], bool):
+        raise ConfigError(f"{at('private')}: private must be true or false")
+    if "split" in hub and not re.fullmatch(r"[A-Za-z0-9_]+", hub["split"]):
+        raise ConfigError(
+            f"{at('split')}: split must be letters, digits or '_', got {hub['split']!r}"
+        )
+    if "repo_id" in hub:
+        _check_repo_id(hub["repo_id"], at("repo_id"))
+    return dict(hub)
 
 
 def load_config(path: str | Path) -> StudyConfig:
@@ -540,7 +681,9 @@ def load_config(path: str | Path) -> StudyConfig:
 
 
 __all__ = [
+    "HUB_KEYS",
     "SECTIONS",
+    "HubSettings",
     "StudyConfig",
     "Where",
     "build_component",

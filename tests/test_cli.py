@@ -242,3 +242,49 @@ def test_cache_stats_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "deleted 1" in capsys.readouterr().out
     assert cli_main(["cache", "prune", str(path)]) == 2
     assert cli_main(["cache", "stats", str(tmp_path / "missing.sqlite")]) == 2
+
+
+# -- mstudy run: publishing settings are checked first ----------------------------------------
+
+PUBLISHING = (
+    BASE + "\n[[sinks]]\nname = 'jsonl'\npath = 'out/rows.jsonl'\n\n[hub]\nfolder = 'hub'\n"
+)
+
+
+def test_run_refuses_a_token_in_hub_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data.jsonl").write_text('{"id": 1, "text": "A is B."}\n')
+    text = PUBLISHING + "token = 'hf_canaryCANARYcanary0123456789'\n"
+    (tmp_path / "study.toml").write_text(text)
+    assert main(["run", str(tmp_path / "study.toml")]) == 2
+    captured = capsys.readouterr()
+    line = text.splitlines().index("token = 'hf_canaryCANARYcanary0123456789'") + 1
+    assert captured.err.startswith(f"mstudy: error: {tmp_path / 'study.toml'}:{line}: ")
+    assert "tokens never belong in config files" in captured.err
+    assert "HF_TOKEN" in captured.err and "hf auth login" in captured.err
+    assert "hf_canary" not in captured.err and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "study.toml"]
+
+
+@pytest.mark.parametrize("repo_id", ["not a/valid//id", "me/", "a/b/c"])
+def test_run_refuses_a_bad_repo_id_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_id: str
+) -> None:
+    (tmp_path / "data.jsonl").write_text('{"id": 1, "text": "A is B."}\n')
+    (tmp_path / "study.toml").write_text(PUBLISHING)
+    assert main(["run", str(tmp_path / "study.toml"), "--push-to-hub", repo_id]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"mstudy: error: --push-to-hub: invalid Hub repo id {repo_id!r}")
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "study.toml"]
+
+
+def test_run_publishing_needs_a_file_sink(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "study.toml").write_text(BASE)
+    assert main(["run", str(tmp_path / "study.toml"), "--save-for-hub", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'study.toml'}: publishing uploads the rows of the first jsonl" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]

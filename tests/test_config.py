@@ -322,3 +322,113 @@ def test_end_to_end_run_writes_rows_with_provenance(tmp_path: Path) -> None:
     assert provenance["params"]["max_new_tokens"] == 32
     assert provenance["teacher"]
     assert (tmp_path / "out" / "rejects.jsonl").exists()
+
+
+# -- [hub] ------------------------------------------------------------------------------------
+
+HUB_BASE = BASE + "\n[[sinks]]\nname = 'jsonl'\npath = 'out/rows.jsonl'\n\n[hub]\n"
+
+
+def test_hub_section_gives_the_publishing_settings(tmp_path: Path) -> None:
+    text = HUB_BASE + textwrap.dedent(
+        """\
+        repo_id = "me/facts-studied"
+        private = false
+        folder = "out/hub"
+        license = "cc-by-4.0"
+        pretty_name = "Facts, studied"
+        split = "train"
+        tags = ["facts"]
+        language = ["en"]
+        task_categories = ["text-generation", "question-answering"]
+        """
+    )
+    config = load_config(write(tmp_path, text))
+    settings = config.hub_settings()
+    assert settings is not None
+    assert settings.data == tmp_path / "out" / "rows.jsonl"
+    assert (settings.repo_id, settings.private) == ("me/facts-studied", False)
+    assert settings.folder == tmp_path / "out" / "hub"  # relative to the config file
+    assert settings.card == {
+        "license": "cc-by-4.0",
+        "pretty_name": "Facts, studied",
+        "split": "train",
+        "tags": ["facts"],
+        "language": ["en"],
+        "task_categories": ["text-generation", "question-answering"],
+        "source": "data.jsonl",
+    }
+    # the command line's overrides; a folder given there is taken as it is
+    override = config.hub_settings(repo_id="other/repo", folder="elsewhere")
+    assert override is not None
+    assert (override.repo_id, override.folder) == ("other/repo", Path("elsewhere"))
+    with pytest.raises(ConfigError, match="invalid Hub repo id 'a b'"):
+        config.hub_settings(repo_id="a b")
+
+
+def test_hub_defaults_and_nothing_to_publish(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, HUB_BASE + "license = 'mit'\n"))
+    assert config.hub_settings() is None  # card metadata only: nothing to publish
+    settings = config.hub_settings(repo_id="me/x")
+    assert settings is not None and settings.private is True and settings.folder is None
+    assert load_config(write(tmp_path, BASE)).hub_settings() is None
+
+
+def test_hub_publishes_the_first_jsonl_or_parquet_sink_with_a_path(tmp_path: Path) -> None:
+    sinks = '[{ name = "dataset" }, { name = "mstudy:parquet", path = "o/a.parquet" }, "o/b.jsonl"]'
+    text = f"sinks = {sinks}\n" + BASE + "\n[hub]\nfolder = 'hub'\n"
+    settings = load_config(write(tmp_path, text)).hub_settings()
+    assert settings is not None and settings.data == tmp_path / "o" / "a.parquet"
+
+
+def test_hub_token_is_refused(tmp_path: Path) -> None:
+    text = HUB_BASE + 'repo_id = "me/x"\ntoken = "hf_secret"\n'
+    message = error_of(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'study.toml'}:{line_of(text, 'token =')}: ")
+    assert "tokens never belong in config files" in message
+    assert "HF_TOKEN" in message and "hf auth login" in message
+    assert "hf_secret" not in message
+    message = error_of(tmp_path, HUB_BASE + 'hf_token = "x"\n')
+    assert "[hub] does not take 'hf_token'" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("licence = 'mit'", "unknown key 'licence' in [hub] (did you mean 'license'?)"),
+        ("repo_id = 'not a/valid//id'", "invalid Hub repo id 'not a/valid//id'"),
+        ("repo_id = 3", "repo_id must be a non-empty string"),
+        ("private = 'no'", "private must be true or false"),
+        ("folder = ''", "folder must be a non-empty string"),
+        ("license = ['mit']", "license must be a non-empty string"),
+        ("split = 'train/x'", "split must be letters, digits or '_'"),
+        ("tags = 'facts'", "tags must be a list of strings"),
+        ("language = ['en', 1]", "language must be a list of strings"),
+        ("task_categories = 'text-generation'", "task_categories must be a list of strings"),
+    ],
+)
+def test_hub_values_are_checked_with_their_line(tmp_path: Path, line: str, expected: str) -> None:
+    text = HUB_BASE + "license = 'mit'\n" * (not line.startswith("license")) + line + "\n"
+    message = error_of(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'study.toml'}:{line_of(text, line)}: ")
+    assert expected in message
+
+
+def test_hub_without_a_file_sink_names_the_hub_line(tmp_path: Path) -> None:
+    text = BASE + "\n[hub]\nlicense = 'mit'\nrepo_id = 'me/x'\n"
+    message = error_of(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'study.toml'}:{line_of(text, 'repo_id')}: ")
+    assert "first jsonl or parquet sink" in message
+    config = load_config(write(tmp_path, BASE + "\n[hub]\nlicense = 'mit'\n"))
+    with pytest.raises(ConfigError, match=r"study\.toml:\d+: publishing uploads the rows"):
+        config.hub_settings(folder="out/hub")
+
+
+def test_hub_keys_are_documented() -> None:
+    """docs/config.md has a [hub] table of exactly the keys the loader accepts."""
+    from docs_snippets import DOCS, first_column_names, sections
+
+    from mstudy.config import HUB_KEYS
+
+    (section,) = [s for s in sections(DOCS / "config.md") if s.heading.startswith("`[hub]`")]
+    assert first_column_names(section.tables[0]) == set(HUB_KEYS)

@@ -318,3 +318,150 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- mstudy run with [hub] -------------------------------------------------------------------------
+
+HUB_CONFIG = """\
+[source]
+path = "facts.jsonl"
+
+[teacher]
+name = "scripted"
+reply.reverse = "{{ object }} is linked to {{ subject }}."
+reply.paraphrase = "Put another way: {{ text }}"
+
+[[strategies]]
+name = "reverse"
+
+[[strategies]]
+name = "paraphrase"
+
+[[sinks]]
+name = "dataset"
+
+[[sinks]]
+name = "jsonl"
+path = "out/rows.jsonl"
+
+[hub]
+folder = "out/hub"
+license = "cc-by-4.0"
+pretty_name = "Facts, studied"
+tags = ["facts", "reversal"]
+language = ["en"]
+"""
+
+
+def present(value: Any) -> Any:
+    """A row without its None values (a column store fills absent fields with null)."""
+    if isinstance(value, dict):
+        return {k: present(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [present(v) for v in value]
+    return value
+
+
+def run_study(tmp_path: Path, text: str, *args: str) -> int:
+    from mstudy.cli import main
+
+    (tmp_path / "facts.jsonl").write_bytes(FACTS.read_bytes())
+    (tmp_path / "study.toml").write_text(text, encoding="utf-8")
+    return main(["run", str(tmp_path / "study.toml"), "-q", *args])
+
+
+def test_run_with_hub_folder_writes_the_card_and_the_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    assert run_study(tmp_path, HUB_CONFIG) == 0
+    captured = capsys.readouterr()
+    folder = tmp_path / "out" / "hub"  # relative to the config file
+    assert captured.out == ""
+    assert f"wrote {folder} (README.md card, mstudy.json, data/)" in captured.err
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert files == ["README.md", "data/train-00000-of-00001.parquet", "mstudy.json"]
+    meta, body = split_card((folder / "README.md").read_text(encoding="utf-8"))
+    assert meta["license"] == "cc-by-4.0" and meta["language"] == ["en"]
+    assert meta["tags"] == ["mstudy", "synthetic", "facts", "reversal"]
+    assert meta["pretty_name"] == "Facts, studied"
+    assert "source records: 12 (from `facts.jsonl`)" in body
+    lines = (tmp_path / "out" / "rows.jsonl").read_text(encoding="utf-8").splitlines()
+    jsonl = [json.loads(line) for line in lines]
+    rows = pq.read_table(folder / "data" / "train-00000-of-00001.parquet").to_pylist()
+    assert len(rows) == len(jsonl) == 24
+    assert [present(r) for r in rows] == [present(r) for r in jsonl]
+    info = json.loads((folder / "mstudy.json").read_text(encoding="utf-8"))
+    assert info["report"]["status"] == "done" and info["report"]["accepted"] == 24
+    assert [s["name"] for s in info["study"]["strategies"]] == ["reverse", "paraphrase"]
+
+
+def test_save_for_hub_option_overrides_the_folder_and_takes_the_repo_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    text = HUB_CONFIG.replace('folder = "out/hub"', 'repo_id = "me/facts-studied"')
+    text = text.replace(
+        'name = "jsonl"\npath = "out/rows.jsonl"', 'name = "parquet"\npath = "o.parquet"'
+    )
+    other = tmp_path / "elsewhere"
+    # the push fails (no Hub here) after the folder is written: the folder is what it uploads
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_TOKEN", HF_CANARY)
+    assert run_study(tmp_path, text, "--save-for-hub", str(other)) == 1
+    err = capsys.readouterr().err
+    assert f"wrote {other} (README.md card, mstudy.json, data/)" in err
+    assert "mstudy: error: cannot push to the Hub dataset repo me/facts-studied" in err
+    assert HF_CANARY not in err and "Traceback" not in err
+    card = (other / "README.md").read_text(encoding="utf-8")
+    assert 'load_dataset("me/facts-studied"' in card  # the card of the repo it goes to
+    assert not (tmp_path / "out" / "hub").exists()
+    rows = hub.as_dataset(other / "data" / "train-00000-of-00001.parquet").to_list()
+    assert rows == hub.as_dataset(tmp_path / "o.parquet").to_list()
+
+
+def test_push_to_hub_option_pushes_the_jsonl_rows_with_the_card_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Any, str, dict[str, Any]]] = []
+
+    def fake_push(data: Any, study: Any, report: Any, repo_id: str, **kwargs: Any) -> str:
+        assert report.status == "done"
+        calls.append((data, repo_id, kwargs))
+        return f"https://huggingface.co/datasets/{repo_id}/commit/abc"
+
+    monkeypatch.setattr(hub, "push_to_hub", fake_push)
+    text = HUB_CONFIG.replace('folder = "out/hub"', 'repo_id = "me/old"\nprivate = false')
+    assert run_study(tmp_path, text, "--push-to-hub", "me/new") == 0
+    err = capsys.readouterr().err
+    assert "pushed to https://huggingface.co/datasets/me/new/commit/abc" in err
+    assert "wrote" not in err  # no folder asked for
+    ((data, repo_id, kwargs),) = calls
+    assert (data, repo_id) == (tmp_path / "out" / "rows.jsonl", "me/new")
+    assert kwargs == {
+        "private": False,
+        "license": "cc-by-4.0",
+        "pretty_name": "Facts, studied",
+        "tags": ["facts", "reversal"],
+        "language": ["en"],
+        "source": "facts.jsonl",
+    }  # and no token: huggingface_hub finds HF_TOKEN or the saved login
+
+
+def test_a_stopped_or_dry_run_publishes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    budget = HUB_CONFIG + "\n[run]\nmax_tokens = 50\n"
+    assert run_study(tmp_path, budget) == 0
+    err = capsys.readouterr().err
+    assert "not published: the run is stopped (stopped early: token budget reached" in err
+    assert (tmp_path / "out" / "rows.jsonl").exists()  # the rows so far, resumable
+    assert not (tmp_path / "out" / "hub").exists()
+    assert run_study(tmp_path, HUB_CONFIG, "--dry-run", "--save-for-hub", str(tmp_path / "x")) == 0
+    assert "wrote" not in capsys.readouterr().err
+    assert not (tmp_path / "out" / "hub").exists() and not (tmp_path / "x").exists()
+    assert run_study(tmp_path, HUB_CONFIG) == 0  # resumed to the end: now it is published
+    assert "wrote" in capsys.readouterr().err
+    assert (tmp_path / "out" / "hub" / "README.md").is_file()
