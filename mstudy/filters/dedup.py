@@ -3,27 +3,57 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mstudy.filters.base import RowFilter
 from mstudy.records import Example
 from mstudy.text import normalize
+
+if TYPE_CHECKING:
+    from mstudy.filters.hashset import HashSet
 
 
 class ExactDedup(RowFilter):
     """Exact duplicates after normalisation (case, punctuation, spacing, Unicode form).
 
     ``scope="strategy"`` (default) compares within one strategy's outputs; ``"global"``
-    across all. Memory: one 64-bit hash per distinct example.
+    across all. Each distinct example is one 64-bit hash in a
+    :class:`~mstudy.filters.hashset.HashSet`: exact (a new example is never taken for a
+    duplicate) and bounded in memory, about ``max_memory_mb`` (default 8: a hash table that
+    spills sorted runs to files under ``temp_dir``, default the system's temporary directory,
+    and a Bloom filter that spares most new examples a file read). Files are deleted on
+    ``reset()``, ``close()`` and garbage collection.
     """
 
     name = "dedup"
 
-    def __init__(self, *, field: str = "text", scope: str = "strategy") -> None:
+    def __init__(
+        self,
+        *,
+        field: str = "text",
+        scope: str = "strategy",
+        max_memory_mb: float = 8,
+        temp_dir: str | Path | None = None,
+    ) -> None:
         if scope not in ("strategy", "global"):
             raise ValueError(f"dedup: scope must be 'strategy' or 'global', got {scope!r}")
+        if max_memory_mb <= 0:
+            raise ValueError(f"dedup: max_memory_mb must be positive, got {max_memory_mb!r}")
         self.field = field
         self.scope = scope
-        self._seen: set[int] = set()
+        # private: memory settings do not change outputs, so they stay out of the fingerprint
+        self._max_memory_mb = max_memory_mb
+        self._temp_dir = temp_dir
+        self._set: HashSet | None = None  # made on first use: numpy loads only then
+
+    def _seen(self) -> HashSet:
+        if self._set is None:
+            from mstudy.filters.hashset import HashSet
+
+            self._set = HashSet(self._max_memory_mb, temp_dir=self._temp_dir)
+        return self._set
 
     def key(self, example: Example) -> int:
         value = example.fields.get(self.field)
@@ -34,18 +64,39 @@ class ExactDedup(RowFilter):
 
     def reset(self) -> None:
         """Forget every example seen (a study calls this at the start of each run)."""
-        self._seen.clear()
+        if self._set is not None:
+            self._set.clear()
 
-    def get_state(self) -> list[int]:
-        """The hashes seen so far (for a resumable run's checkpoint)."""
-        return list(self._seen)
+    close = reset
 
-    def set_state(self, state: list[int]) -> None:
-        self._seen = set(state)
+    def get_state(self) -> bytes:
+        """The hashes seen so far, sorted, as little-endian uint64 bytes (for a checkpoint)."""
+        if self._set is None:
+            return b""
+        return self._set.to_array().astype("<u8").tobytes()
+
+    def set_state(self, state: bytes | Iterable[int] | Any) -> None:
+        """Restore :meth:`get_state`'s bytes (or a list of hashes, the older form)."""
+        import numpy as np
+
+        seen = self._seen()
+        seen.clear()
+        if isinstance(state, (bytes, bytearray, memoryview)):
+            seen.update(np.frombuffer(state, dtype="<u8").astype(np.uint64))
+        else:
+            seen.update(state)
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable and deep-copyable, as with a set
+        return {**self.__dict__, "_set": self.get_state() if self._set is not None else None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        hashes = state.pop("_set")
+        self.__dict__.update(state, _set=None)
+        if hashes is not None:
+            self.set_state(hashes)
 
     def reason(self, example: Example) -> tuple[str, str] | None:
-        key = self.key(example)
-        if key in self._seen:
-            return ("duplicate", f"normalised {self.field} seen before: {example.text[:80]!r}")
-        self._seen.add(key)
-        return None
+        seen = self._set if self._set is not None else self._seen()
+        if seen.add(self.key(example)):
+            return None
+        return ("duplicate", f"normalised {self.field} seen before: {example.text[:80]!r}")
