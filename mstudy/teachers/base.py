@@ -1,6 +1,7 @@
-"""Small helpers shared by teachers: stop strings, raw prompts, fingerprints, cache folders.
+"""Helpers for writing teachers: stop strings, raw prompts, fingerprints, cache folders.
 
-Nothing here imports a heavy library.
+The built-in teachers use them and so may teacher plugins: everything in ``__all__`` is
+public API. Nothing here imports a heavy library.
 """
 
 from __future__ import annotations
@@ -98,3 +99,15 @@ def cache_root() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "mstudy"
+
+
+__all__ = [
+    "RAW_PROMPT_STOPS",
+    "apply_stop",
+    "cache_root",
+    "find_stop",
+    "fingerprint",
+    "folder_digest",
+    "format_raw_prompt",
+    "quick_file_digest",
+]

