@@ -121,7 +121,8 @@ class Study:
             again, it goes on where it stopped and writes every row exactly once (see
             :mod:`mstudy.journal`). Implies a call cache in that directory unless ``cache``
             is given.
-        checkpoint_every: seconds between journal checkpoints.
+        checkpoint_every: seconds between journal checkpoints (at least: when saving the
+            filters' state gets slow, checkpoints are spaced so it stays ~5% of the run).
         budget: a :class:`~mstudy.budget.Budget` of tokens or money; once spent, the run stops
             cleanly after the current record (with a journal, a later run goes on).
 
@@ -332,13 +333,17 @@ class Study:
                     phase=phase,
                 )
 
+            interval = self.checkpoint_every
+
             def at_boundary() -> None:
-                nonlocal saved_at, saved_items
-                if run.items_done != saved_items and (
-                    time.monotonic() - saved_at >= self.checkpoint_every
-                ):
+                nonlocal saved_at, saved_items, interval
+                if run.items_done != saved_items and time.monotonic() - saved_at >= interval:
+                    began = time.monotonic()
                     save()
                     saved_at, saved_items = time.monotonic(), run.items_done
+                    # A checkpoint holds the filters' state, which grows with the run (dedup's
+                    # hashes): space them so that saving takes at most ~5% of the time.
+                    interval = max(self.checkpoint_every, 20 * (saved_at - began))
 
             run.on_boundary = at_boundary
             try:
