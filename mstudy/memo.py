@@ -9,7 +9,8 @@ same study reads a record's outcome back in one lookup. Filters and sinks always
 change a filter, re-run, and only the filtering is redone.
 
 The key holds the record (id and fields), the teacher's and the strategies' fingerprints, and
-a hash of the source files of mstudy and of each strategy's modules, so editing a parser
+a hash of the source files of mstudy and of each strategy's modules (for a class defined in a
+notebook, its source; when that cannot be found, nothing is memoised), so editing a parser
 invalidates its outcomes. Strategies whose requests depend on more than the record (the
 corpus of ``connect``) or whose verdicts may vary between runs (programs that ``pot`` runs
 under a time limit) set ``memoizable = False``, and records are then parsed afresh. Outcomes
@@ -20,6 +21,7 @@ JSON unchanged (tuples, non-string keys, NaN, other types) leave the record unme
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import sys
@@ -48,10 +50,17 @@ def memo_prefix(teacher_fingerprint: str, strategies: Sequence[Strategy]) -> str
     fingerprints = [getattr(s, "fingerprint", None) for s in strategies]
     if not all(isinstance(f, str) for f in fingerprints):
         return None
-    modules = tuple(
-        sorted({cls.__module__ for s in strategies for cls in type(s).__mro__} - {"builtins"})
-    )
-    return canonical_json([FORMAT, teacher_fingerprint, fingerprints, _code_hash(modules)])
+    classes = {cls for s in strategies for cls in type(s).__mro__ if cls is not object}
+    modules = tuple(sorted({cls.__module__ for cls in classes}))
+    interactive = []  # classes defined where there is no source file (a notebook, a REPL)
+    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        if getattr(sys.modules.get(cls.__module__), "__file__", None) is None:
+            try:
+                interactive.append(inspect.getsource(cls))
+            except (OSError, TypeError):
+                return None  # its code cannot be hashed: parse afresh every time
+    code = [_code_hash(modules), interactive]
+    return canonical_json([FORMAT, teacher_fingerprint, fingerprints, code])
 
 
 def outcome_key(prefix: str, record: Record) -> str:

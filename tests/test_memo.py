@@ -198,3 +198,11 @@ def test_outcome_payload_is_json(tmp_path: Path) -> None:
 
         payload = cache.get_outcome(memo.outcome_key(prefix, Record.from_mapping(RECORDS[1])))
     assert payload is not None and isinstance(json.loads(payload), list)
+
+
+def test_a_strategy_defined_without_a_source_file_is_hashed_by_its_source() -> None:
+    namespace: dict[str, Any] = {"__name__": "notebook_cell"}
+    code = "from mstudy import Reverse\nclass Mine(Reverse):\n    pass\n"
+    exec(compile(code, "<cell>", "exec"), namespace)  # no file: getsource cannot find it
+    assert memo.memo_prefix("t", [namespace["Mine"]()]) is None
+    assert memo.memo_prefix("t", [CountingReverse()]) is not None
