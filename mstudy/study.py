@@ -44,6 +44,8 @@ WRITE_CHUNK = 256
 
 MEMO_LOOKAHEAD = 64
 """Source items whose stored outcomes are looked up together (with a call cache)."""
+READY_CHUNK = 256
+"""Decided records (nothing in flight) that are emitted before more of the source is read."""
 
 
 @dataclass(slots=True)
@@ -520,6 +522,10 @@ class StudyRun(Iterator[Example | Rejection]):
             """Requests for the teacher; stops early when too many records await emission."""
             nonlocal exhausted
             while len(slots) < study.max_backlog:
+                if not pending and len(slots) >= READY_CHUNK:
+                    # All waiting records are decided (cache hits): hand them on before reading
+                    # more, so a cached re-run streams instead of piling up max_backlog records.
+                    return
                 pulled = pull()
                 if pulled is None:
                     exhausted = True

@@ -206,3 +206,27 @@ def test_a_strategy_defined_without_a_source_file_is_hashed_by_its_source() -> N
     exec(compile(code, "<cell>", "exec"), namespace)  # no file: getsource cannot find it
     assert memo.memo_prefix("t", [namespace["Mine"]()]) is None
     assert memo.memo_prefix("t", [CountingReverse()]) is not None
+
+
+def test_a_cached_rerun_streams_instead_of_reading_ahead(tmp_path: Path) -> None:
+    from mstudy.study import MEMO_LOOKAHEAD, READY_CHUNK
+
+    rows = [{"id": str(i), "text": f"Thing {i} is in Place {i}."} for i in range(1000)]
+    read = 0
+
+    def source() -> Any:
+        nonlocal read
+        for row in rows:
+            read += 1
+            yield row
+
+    def study() -> Study:
+        teacher = ScriptedTeacher("Put another way: {{ text }}")
+        return Study(teacher, [Paraphrase()], cache=tmp_path / "calls.sqlite")
+
+    first = [e.text for e in study().iter(rows)]
+    run = study().stream(source())
+    assert isinstance(next(run), Example)
+    assert read <= READY_CHUNK + MEMO_LOOKAHEAD  # not the whole backlog (4096) at once
+    rest = [e.text for e in run if isinstance(e, Example)]
+    assert len(rest) == len(first) - 1 and run.report.cached == len(rows)
