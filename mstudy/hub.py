@@ -170,16 +170,6 @@ def describe_study(study: Study) -> dict[str, Any]:
 # -- the data --------------------------------------------------------------------------------------
 
 
-def _rows_of(data: Data) -> Iterable[Mapping[str, Any]]:
-    """Rows of an iterable, checking each is a mapping (or has ``to_row``)."""
-    for index, item in enumerate(data):
-        to_row = getattr(item, "to_row", None)
-        row = to_row() if callable(to_row) else item
-        if not isinstance(row, Mapping):
-            raise SinkError(f"row {index} is a {type(item).__name__}, not a mapping of columns")
-        yield row
-
-
 def _jsonl_rows(path: Path) -> Iterable[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -216,7 +206,7 @@ def as_dataset(data: Data) -> datasets.Dataset:
             f"not {type(data).__name__}"
         )
     with DatasetSink() as sink:
-        sink.write(_rows_of(data))
+        sink.write(data)  # the sink names a row that is not a mapping
     return sink.dataset
 
 

@@ -207,7 +207,7 @@ def _as_row(item: Any, position: int) -> dict[str, Any]:
             return out
         return {str(key): value for key, value in out.items()}
     raise SinkError(
-        f"row {position} of the batch is a {type(item).__name__}, not a mapping of columns"
+        f"row {position} is a {type(item).__name__}, not a mapping of columns"
     )
 
 
