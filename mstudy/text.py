@@ -34,19 +34,33 @@ def collapse_space(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+class Normalized:
+    """Text normalised once, then searched for whole normalised phrases many times."""
+
+    __slots__ = ("_padded", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = normalize(text)
+        self._padded = f" {self.text} "
+
+    def position(self, needle: str) -> int:
+        """Index of the first occurrence of normalised ``needle`` (-1 if absent or empty)."""
+        n = normalize(needle)
+        return self._padded.find(f" {n} ") if n else -1
+
+    def contains(self, needle: str) -> bool:
+        """Whether normalised ``needle`` occurs as whole words."""
+        return self.position(needle) >= 0
+
+
 def contains(haystack: str, needle: str) -> bool:
     """Whether ``needle`` occurs in ``haystack``, ignoring case, punctuation and spacing."""
-    n = normalize(needle)
-    return bool(n) and f" {n} " in f" {normalize(haystack)} "
+    return Normalized(haystack).contains(needle)
 
 
 def position(haystack: str, needle: str) -> int:
     """Index of the first occurrence of ``needle`` in normalised ``haystack`` (-1 if absent)."""
-    n = normalize(needle)
-    if not n:
-        return -1
-    index = f" {normalize(haystack)} ".find(f" {n} ")
-    return index
+    return Normalized(haystack).position(needle)
 
 
 def strip_label(text: str) -> str:

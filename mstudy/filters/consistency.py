@@ -19,7 +19,7 @@ from fractions import Fraction
 
 from mstudy.filters.base import RowFilter
 from mstudy.records import Example
-from mstudy.text import contains, is_refusal, normalize, position
+from mstudy.text import Normalized, is_refusal, normalize
 
 __all__ = [
     "DEFAULT_BOILERPLATE",
@@ -201,10 +201,11 @@ class ReverseCheck(RowFilter):
                 )
             subject = obj = None
         if subject and obj:
+            said = Normalized(text)
             for role, entity in (("subject", subject), ("object", obj)):
-                if not contains(text, entity):
+                if not said.contains(entity):
                     return (f"{role} missing", f"{entity!r} not in {text[:120]!r}")
-            if self.require_order and position(text, obj) > position(text, subject):
+            if self.require_order and said.position(obj) > said.position(subject):
                 return ("not reversed", f"{subject!r} still comes before {obj!r}")
         for forward, allowed in self.rules.items():
             if _phrase_in(forward, norm_source) and not any(

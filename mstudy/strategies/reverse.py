@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from mstudy.records import GenerationParams
 from mstudy.strategies.base import FewShot, Reject, TemplateStrategy
-from mstudy.text import first_line, normalize, strip_label
+from mstudy.text import Normalized, first_line, normalize, strip_label
 
 
 class Reverse(TemplateStrategy):
@@ -73,17 +73,13 @@ class Reverse(TemplateStrategy):
         reply = strip_label(first_line(text))
         if not reply:
             return Reject("empty reply")
-        padded = f" {normalize(reply)} "  # normalised once for every check below
-        if padded.strip() == normalize(source):
+        said = Normalized(reply)  # normalised once for every check below
+        if said.text == normalize(source):
             return Reject("copy of the source", reply[:120])
         subject, obj = variables.get("subject"), variables.get("object")
-        found: dict[str, int] = {}
         for role, entity in (("subject", subject), ("object", obj)):
-            if entity:
-                needle = normalize(entity)
-                found[role] = padded.find(f" {needle} ") if needle else -1
-                if found[role] < 0:
-                    return Reject(f"{role} missing", f"{entity!r} not in {reply[:120]!r}")
-        if self.require_order and subject and obj and found["object"] > found["subject"]:
+            if entity and not said.contains(entity):
+                return Reject(f"{role} missing", f"{entity!r} not in {reply[:120]!r}")
+        if self.require_order and subject and obj and said.position(obj) > said.position(subject):
             return Reject("not reversed", f"{subject!r} still comes before {obj!r}")
         return {"input": source, "text": reply, "answer": None, "subject": subject, "object": obj}
