@@ -122,37 +122,18 @@ class CallCache:
 
     def get(self, teacher: str, key: str) -> Completion | None:
         """The stored completion of ``key`` under ``teacher``, marked ``cached``; else None."""
-        with self._lock:
-            buffered = self._buffer.get((teacher, key))
-            row = (
-                buffered[2:6]
-                if buffered is not None
-                else self._db.execute(
-                    "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM calls "
-                    "WHERE teacher = ? AND key = ?",
-                    (teacher, key),
-                ).fetchone()
-            )
-        if row is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return Completion(key, row[0], row[1], row[2], row[3], teacher, cached=True)
+        return self.get_many(teacher, [key]).get(key)
 
     def get_many(self, teacher: str, keys: Sequence[str]) -> dict[str, Completion]:
         """The stored completions of ``keys`` under ``teacher`` (absent keys left out)."""
-        found: dict[str, tuple[Any, ...]] = {}
         with self._lock:
             wanted = list(dict.fromkeys(keys))
-            for start in range(0, len(wanted), _BATCH):
-                chunk = wanted[start : start + _BATCH]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    "SELECT key, text, finish_reason, prompt_tokens, completion_tokens FROM calls "
-                    f"WHERE teacher = ? AND key IN ({marks})",
-                    (teacher, *chunk),
-                )
-                found.update((row[0], row[1:]) for row in rows)
+            found = self._select_locked(
+                "SELECT key, text, finish_reason, prompt_tokens, completion_tokens FROM calls "
+                "WHERE teacher = ? AND",
+                (teacher,),
+                wanted,
+            )
             for key in wanted:
                 buffered = self._buffer.get((teacher, key))
                 if buffered is not None:
@@ -163,6 +144,19 @@ class CallCache:
             key: Completion(key, row[0], row[1], row[2], row[3], teacher, cached=True)
             for key, row in found.items()
         }
+
+    def _select_locked(
+        self, query: str, params: tuple[str, ...], keys: list[str]
+    ) -> dict[str, tuple[Any, ...]]:
+        """``query ... key IN (keys)`` in chunks: each row's first column (the key) mapped to
+        the others."""
+        found: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(keys), _BATCH):
+            chunk = keys[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"{query} key IN ({marks})", (*params, *chunk))
+            found.update((row[0], row[1:]) for row in rows)
+        return found
 
     def put(self, teacher: str, completion: Completion) -> None:
         """Store a successful completion under ``teacher`` (errors are not: they are retried)."""
@@ -190,16 +184,14 @@ class CallCache:
 
     def get_outcomes(self, keys: Sequence[str]) -> dict[str, str]:
         """The stored outcomes of ``keys`` (absent keys left out)."""
-        found: dict[str, str] = {}
         with self._lock:
             wanted = list(dict.fromkeys(keys))
-            for start in range(0, len(wanted), _BATCH):
-                chunk = wanted[start : start + _BATCH]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    f"SELECT key, payload FROM outcomes WHERE key IN ({marks})", chunk
-                )
-                found.update(rows)
+            found = {
+                key: str(row[0])
+                for key, row in self._select_locked(
+                    "SELECT key, payload FROM outcomes WHERE", (), wanted
+                ).items()
+            }
             for key in wanted:
                 buffered = self._outcomes.get(key)
                 if buffered is not None:
