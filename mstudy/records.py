@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -150,18 +149,9 @@ def _params_dict(params: GenerationParams) -> dict[str, Any]:
     return params.to_dict()
 
 
-def _example_id(source_id: str, strategy: str, key: str, index: int) -> str:
-    """``stable_hash([source_id, strategy, key, index])``, without the generic walk."""
-    text = _JSON.encode([source_id, strategy, key, index])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 @lru_cache(maxsize=256)
 def _params_json(params: GenerationParams) -> bytes:
-    return canonical_json(params.to_dict()).encode("utf-8")
+    return canonical_json(_params_dict(params)).encode("utf-8")
 
 
 def _digest_message(digest: Any, message: Message) -> None:
@@ -309,7 +299,7 @@ class Example:
             finish_reason=completion.finish_reason,
             source_ids=source_ids,
         )
-        example_id = _example_id(request.source_id, request.strategy, request.key, index)
+        example_id = stable_hash([request.source_id, request.strategy, request.key, index])
         return cls(id=example_id, fields=dict(fields), provenance=provenance)
 
     @property
