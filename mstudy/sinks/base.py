@@ -206,9 +206,7 @@ def _as_row(item: Any, position: int) -> dict[str, Any]:
         if all(type(key) is str for key in out):
             return out
         return {str(key): value for key, value in out.items()}
-    raise SinkError(
-        f"row {position} is a {type(item).__name__}, not a mapping of columns"
-    )
+    raise SinkError(f"row {position} is a {type(item).__name__}, not a mapping of columns")
 
 
 class BaseSink:
