@@ -113,7 +113,8 @@ def test_default_teacher_settings_and_fingerprint(
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in repr(teacher)
     assert default.default_teacher().fingerprint == teacher.fingerprint
     assert default.default_teacher(batch_size=4).fingerprint == teacher.fingerprint
-    assert default.default_teacher(dtype="bfloat16").fingerprint != teacher.fingerprint
+    other_dtype = "bfloat16" if teacher.dtype == "float32" else "float32"
+    assert default.default_teacher(dtype=other_dtype).fingerprint != teacher.fingerprint
 
 
 # -- the real model (slow) -------------------------------------------------------------------

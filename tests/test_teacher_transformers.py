@@ -62,7 +62,17 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def teacher(model_dir: Path) -> Iterator[TransformersTeacher]:
+    """On the machine's best device ("auto"): a GPU where there is one."""
     teacher = TransformersTeacher(model_dir, batch_size=4)
+    yield teacher
+    teacher.close()
+
+
+@pytest.fixture(scope="module")
+def cpu_teacher(model_dir: Path) -> Iterator[TransformersTeacher]:
+    """On the CPU in float32, where a row's output does not depend on its batch. On a GPU in
+    bf16 or fp16 the batch's shape changes rounding, so exact equality is a CPU property."""
+    teacher = TransformersTeacher(model_dir, batch_size=4, device="cpu")
     yield teacher
     teacher.close()
 
@@ -75,8 +85,8 @@ def reference_greedy(teacher: TransformersTeacher, text: str, max_new_tokens: in
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     with torch.inference_mode():
         out = model.generate(
-            torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            torch.tensor([ids], device=model.device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.eos_token_id,
@@ -105,15 +115,19 @@ def test_is_a_teacher_with_clean_repr(teacher: TransformersTeacher, model_dir: P
 
 
 def test_fingerprint_stable_and_sensitive(model_dir: Path, tmp_path: Path) -> None:
-    a = TransformersTeacher(model_dir).fingerprint
-    assert TransformersTeacher(model_dir, batch_size=7).fingerprint == a
-    assert TransformersTeacher(model_dir, device="cpu").fingerprint == a  # never the device
+    a = TransformersTeacher(model_dir, dtype="float32").fingerprint
+    assert TransformersTeacher(model_dir, dtype="float32", batch_size=7).fingerprint == a
+    for device in ("cpu", "cuda", "cuda:1", "mps"):  # never the device itself
+        assert TransformersTeacher(model_dir, dtype="float32", device=device).fingerprint == a
     assert TransformersTeacher(model_dir, dtype="bfloat16").fingerprint != a
+    auto = TransformersTeacher(model_dir)  # "auto" is fingerprinted as the dtype it resolves to
+    assert auto.fingerprint == TransformersTeacher(model_dir, dtype=auto.dtype).fingerprint
     other = build_tiny_model(tmp_path / "other", seed=1)
-    assert TransformersTeacher(other).fingerprint != a
-    assert TransformersTeacher(model_dir, raw_prompt=True).fingerprint != a
+    assert TransformersTeacher(other, dtype="float32").fingerprint != a
+    assert TransformersTeacher(model_dir, dtype="float32", raw_prompt=True).fingerprint != a
     named = TransformersTeacher(model_dir, model_id="tiny==1").fingerprint
-    assert named != a and TransformersTeacher(other, model_id="tiny==1").fingerprint == named
+    assert named != auto.fingerprint
+    assert TransformersTeacher(other, model_id="tiny==1").fingerprint == named
 
 
 def test_fingerprint_of_loaded_model_objects(model_dir: Path) -> None:
@@ -185,7 +199,8 @@ def test_prefill_included_and_respected(teacher: TransformersTeacher) -> None:
 # -- batching --------------------------------------------------------------------------------
 
 
-def test_left_padded_batch_matches_alone_and_reference(teacher: TransformersTeacher) -> None:
+def test_left_padded_batch_matches_alone_and_reference(cpu_teacher: TransformersTeacher) -> None:
+    teacher = cpu_teacher
     short = ask("Hi", max_new_tokens=16)
     longer = [ask(QUESTION + " Explain step by step." * k, max_new_tokens=16) for k in (1, 3, 6)]
     [alone] = teacher.generate([short])
@@ -251,8 +266,9 @@ def test_pick_batch_buckets_by_length_around_the_oldest(model_dir: Path) -> None
 
 
 def test_seeded_samples_are_reproducible_and_batch_independent(
-    teacher: TransformersTeacher,
+    cpu_teacher: TransformersTeacher,
 ) -> None:
+    teacher = cpu_teacher
     samples = [ask(temperature=1.0, top_p=0.9, seed=7, sample=i) for i in range(4)]
     first = by_key(teacher.generate(samples))
     second = by_key(teacher.generate(list(reversed(samples))))
@@ -302,6 +318,27 @@ def test_stop_string_cuts_text_and_stops_early(teacher: TransformersTeacher) -> 
     assert cut.text == full.text[: full.text.index(stop)]
     assert cut.completion_tokens == index + 1  # generation really stopped at the stop string
     assert full.completion_tokens == 30
+
+
+def test_stop_strings_are_per_row_in_a_batch(cpu_teacher: TransformersTeacher) -> None:
+    texts = [QUESTION, "Name a colour.", "Count to three, please."]
+    fulls = [list(cpu_teacher.generate([ask(text, max_new_tokens=20)])) for text in texts]
+    stopped = []
+    for text, [full] in zip(texts, fulls, strict=True):
+        stop = full.text[len(full.text) // 2 :][:2]  # two characters from the middle
+        if not stop.strip():
+            stop = full.text[len(full.text) // 2 :][:3]
+        stopped.append(ask(text, max_new_tokens=20, stop=(stop,)))
+    unwatched = ask("Hi", max_new_tokens=20)  # no stop strings: runs to max_new_tokens
+    alone = [next(iter(cpu_teacher.generate([request]))) for request in stopped]
+    batched = by_key(cpu_teacher.generate([*stopped, unwatched]))
+    for request, single, [full] in zip(stopped, alone, fulls, strict=True):
+        [stop] = request.params.stop
+        got = batched[request.key]
+        assert got.finish_reason == "stop" and got.text == full.text[: full.text.index(stop)]
+        assert (got.text, got.completion_tokens) == (single.text, single.completion_tokens)
+        assert got.completion_tokens < 20  # each row stopped early, at its own stop string
+    assert batched[unwatched.key].completion_tokens == 20
 
 
 def test_end_of_sequence_gives_stop(model_dir: Path) -> None:

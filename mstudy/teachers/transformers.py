@@ -187,17 +187,21 @@ class _StopTracker:
 
         steps = input_ids.shape[1] - self.prompt_length
         start = max(self.prompt_length, input_ids.shape[1] - self.window)
-        for i, stops in enumerate(self.stops):
-            if self.finished[i]:
-                continue
-            tail = input_ids[i, start:].tolist()
-            if tail and tail[-1] in self.eos_ids:
-                self.finished[i] = True  # ended by end-of-sequence; generate knows
-                continue
-            text = self.tokenizer.decode(tail, skip_special_tokens=True)
-            if any(s in text for s in stops):
-                self.ended_at[i] = steps
-                self.finished[i] = True
+        watched = [i for i, finished in enumerate(self.finished) if not finished]
+        if watched:
+            # one device-to-host copy per step for the whole batch, not one per row
+            tails = input_ids[:, start:].tolist()
+            live = []
+            for i in watched:
+                if tails[i] and tails[i][-1] in self.eos_ids:
+                    self.finished[i] = True  # ended by end-of-sequence; generate knows
+                else:
+                    live.append(i)
+            texts = self.tokenizer.batch_decode([tails[i] for i in live], skip_special_tokens=True)
+            for i, text in zip(live, texts, strict=True):
+                if any(s in text for s in self.stops[i]):
+                    self.ended_at[i] = steps
+                    self.finished[i] = True
         done = [at is not None for at in self.ended_at]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
