@@ -8,6 +8,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from mstudy.jsoncodec import reusable
+
 
 def _canonical(value: Any) -> Any:
     """Reduce ``value`` to plain JSON types with a deterministic layout."""
@@ -36,11 +38,12 @@ def _canonical(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(
     sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
 )
+_encode = reusable(_ENCODER)
 
 
 def canonical_json(value: Any) -> str:
     """JSON text with sorted keys and no insignificant whitespace."""
-    return _ENCODER.encode(_canonical(value))
+    return _encode(_canonical(value))
 
 
 def stable_hash(value: Any, length: int = 16) -> str:

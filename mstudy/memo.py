@@ -16,6 +16,12 @@ corpus of ``connect``) or whose verdicts may vary between runs (programs that ``
 under a time limit) set ``memoizable = False``, and records are then parsed afresh. Outcomes
 with a failed call are never stored: the call is made again. Values that would not survive
 JSON unchanged (tuples, non-string keys, NaN, other types) leave the record unmemoized.
+
+What every example of a strategy shares (its name and version, the teacher, the generation
+params, the record's id) is stored once per study, in :class:`Shared`, not in every payload:
+an example that matches it is stored as its id, fields, template hash, sample and finish
+reason alone. The key already holds the teacher's and the strategies' fingerprints, so a
+payload is only ever read back under the same shared values.
 """
 
 from __future__ import annotations
@@ -31,16 +37,60 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mstudy.hashing import canonical_json
-from mstudy.records import Completion, Example, Provenance, Record, Rejection
+from mstudy.jsoncodec import reusable
+from mstudy.records import (
+    Completion,
+    Example,
+    GenerationParams,
+    Provenance,
+    Record,
+    Rejection,
+    _params_dict,
+)
 
 if TYPE_CHECKING:
     from mstudy.interfaces import Strategy
 
-FORMAT = "mstudy.outcome.v1"
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+FORMAT = "mstudy.outcome.v2"
+_JSON = reusable(json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 _PLAIN_SCALARS = (str, int, bool, type(None))
+_loads = json.JSONDecoder().decode
 
 Results = dict[tuple[int, int], list[Example | Rejection]]
+
+
+class Shared:
+    """Per strategy (by index in the study): the name, version, teacher fingerprint and
+    generation params its examples carry unless they say otherwise."""
+
+    __slots__ = ("strategies",)
+
+    def __init__(self, teacher_fingerprint: str, strategies: Sequence[Strategy]) -> None:
+        self.strategies: list[tuple[str, str, str, dict[str, Any] | None]] = []
+        for strategy in strategies:
+            params = getattr(strategy, "params", None)
+            self.strategies.append(
+                (
+                    strategy.name,
+                    str(strategy.version),
+                    teacher_fingerprint,
+                    _params_dict(params) if isinstance(params, GenerationParams) else None,
+                )
+            )
+
+    def matches(self, s_index: int, record_id: str, provenance: Provenance) -> bool:
+        """Whether ``provenance`` holds nothing but the shared values and ``record_id``."""
+        if not 0 <= s_index < len(self.strategies) or provenance.source_ids:
+            return False
+        name, version, teacher, params = self.strategies[s_index]
+        return (
+            params is not None
+            and provenance.source_id == record_id
+            and provenance.strategy == name
+            and provenance.strategy_version == version
+            and provenance.teacher == teacher
+            and provenance.params == params
+        )
 
 
 def memo_prefix(teacher_fingerprint: str, strategies: Sequence[Strategy]) -> str | None:
@@ -72,10 +122,15 @@ def outcome_key(prefix: str, record: Record) -> str:
 
 
 def encode(
-    results: Results, requests: dict[str, int], completions: list[tuple[str, Completion]]
+    results: Results,
+    requests: dict[str, int],
+    completions: list[tuple[str, Completion]],
+    record_id: str = "",
+    shared: Shared | None = None,
 ) -> str | None:
     """A record's outcome as JSON; None when it must not be stored (a failed call, a value
-    that JSON would change)."""
+    that JSON would change). Examples that match ``shared`` for ``record_id`` are stored
+    without the shared values; :func:`decode` needs the same two to read them back."""
     if any(not c.ok for _, c in completions):
         return None
     items: list[Any] = []
@@ -84,22 +139,18 @@ def encode(
         for item in found:
             if isinstance(item, Example):
                 p = item.provenance
-                row.append(
-                    [
-                        "e",
-                        item.id,
-                        item.fields,
+                entry = ["e", item.id, item.fields, p.template_hash, p.sample, p.finish_reason]
+                if shared is None or not shared.matches(s_index, record_id, p):
+                    entry[0] = "E"
+                    entry += [
                         p.source_id,
                         p.strategy,
                         p.strategy_version,
-                        p.template_hash,
                         p.teacher,
                         dict(p.params),
-                        p.sample,
-                        p.finish_reason,
                         list(p.source_ids),
                     ]
-                )
+                row.append(entry)
             else:
                 if item.stage == "teacher":
                     return None
@@ -122,23 +173,36 @@ def encode(
     payload = [items, requests, calls]
     if not _plain(payload):
         return None
-    return _JSON.encode(payload)
+    return _JSON(payload)
 
 
-def decode(payload: str) -> tuple[Results, dict[str, int], dict[str, tuple[int, int, int]]]:
+def decode(
+    payload: str, record_id: str = "", shared: Shared | None = None
+) -> tuple[Results, dict[str, int], dict[str, tuple[int, int, int]]]:
     """The outcome ``encode`` stored: results, requests per strategy, and the calls per
-    strategy as ``(calls, prompt_tokens, completion_tokens)``, all of them cached now."""
-    items, requests, calls = json.loads(payload)
+    strategy as ``(calls, prompt_tokens, completion_tokens)``, all of them cached now.
+    ``record_id`` and ``shared`` must be those it was encoded with."""
+    items, requests, calls = _loads(payload)
     results: Results = {}
     for row in items:
         out: list[Example | Rejection] = []
+        s_index = row[0]
         for v in row[2:]:
-            if v[0] == "e":
-                p = Provenance(v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], tuple(v[11]))
+            kind = v[0]
+            if kind == "e":
+                if shared is None:
+                    raise ValueError("this outcome was stored with shared values; pass them")
+                name, version, teacher, params = shared.strategies[s_index]
+                p = Provenance(
+                    record_id, name, version, v[3], teacher, dict(params or {}), v[4], v[5]
+                )
+                out.append(Example(v[1], v[2], p))
+            elif kind == "E":
+                p = Provenance(v[6], v[7], v[8], v[3], v[9], v[10], v[4], v[5], tuple(v[11]))
                 out.append(Example(v[1], v[2], p))
             else:
                 out.append(Rejection(v[1], v[2], v[3], v[4], v[5], v[6], v[7]))
-        results[(row[0], row[1])] = out
+        results[(s_index, row[1])] = out
     totals: dict[str, tuple[int, int, int]] = {}
     for name, _finish, prompt, completion in calls:
         n, p_sum, c_sum = totals.get(name, (0, 0, 0))
@@ -178,4 +242,4 @@ def _code_hash(modules: tuple[str, ...]) -> str:
     return digest.hexdigest()[:32]
 
 
-__all__ = ["decode", "encode", "memo_prefix", "outcome_key"]
+__all__ = ["Shared", "decode", "encode", "memo_prefix", "outcome_key"]

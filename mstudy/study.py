@@ -488,6 +488,7 @@ class StudyRun(Iterator[Example | Rejection]):
         study, report = self.study, self.report
         cache, fingerprint = study.cache, study.teacher.fingerprint
         prefix = memo.memo_prefix(fingerprint, study.strategies) if cache is not None else None
+        shared = memo.Shared(fingerprint, study.strategies) if prefix is not None else None
         slots: deque[_Slot] = deque()
         pending: dict[str, list[_Pending]] = {}
         source = self._records()
@@ -539,7 +540,9 @@ class StudyRun(Iterator[Example | Rejection]):
                 slot = _Slot(item.id, item, memo_key=memo_key)
                 slots.append(slot)
                 if payload is not None:
-                    slot.results, slot.requests, slot.cached_calls = memo.decode(payload)
+                    slot.results, slot.requests, slot.cached_calls = memo.decode(
+                        payload, item.id, shared
+                    )
                     slot.memo_hit = slot.sealed = True
                     continue
                 entries: list[_Pending] = []
@@ -593,7 +596,9 @@ class StudyRun(Iterator[Example | Rejection]):
                 for name, (calls, prompt, completion_tokens) in slot.cached_calls.items():
                     report.count_cached_calls(name, calls, prompt, completion_tokens)
                 if slot.memo_key is not None and not slot.memo_hit and cache is not None:
-                    payload = memo.encode(slot.results, slot.requests, slot.completions)
+                    payload = memo.encode(
+                        slot.results, slot.requests, slot.completions, slot.item_id, shared
+                    )
                     if payload is not None:
                         cache.put_outcome(slot.memo_key, fingerprint, payload)
                 items = [item for key in sorted(slot.results) for item in slot.results[key]]

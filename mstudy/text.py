@@ -13,11 +13,14 @@ _LABEL = re.compile(
     r"explanation|response|solution)\s*:\s*",
     re.IGNORECASE,
 )
-_REFUSAL = re.compile(
-    r"^\s*(?:i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can not|i'?m unable|i am unable|"
-    r"i won'?t|i will not|unfortunately,? i)|\bas an ai\b|\bas a language model\b",
+# A refusal opens the reply; AI boilerplate may stand anywhere. Two patterns, so that the
+# search through the text does not try the opening alternatives at every position.
+_REFUSAL_OPENING = re.compile(
+    r"\s*(?:i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can not|i'?m unable|i am unable|"
+    r"i won'?t|i will not|unfortunately,? i)",
     re.IGNORECASE,
 )
+_AI_BOILERPLATE = re.compile(r"\bas an ai\b|\bas a language model\b", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"^[-+]?(?:\d+(?:,\d{3})*|\d*)(?:\.\d+)?(?:/\d+)?%?$")
 
@@ -83,7 +86,8 @@ def first_line(text: str) -> str:
 
 def is_refusal(text: str) -> bool:
     """Whether the text reads like a refusal or AI boilerplate."""
-    return bool(_REFUSAL.search(text[:400]))
+    head = text[:400]
+    return bool(_REFUSAL_OPENING.match(head) or _AI_BOILERPLATE.search(head))
 
 
 def _as_number(text: str) -> Fraction | None:

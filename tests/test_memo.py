@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -178,6 +179,50 @@ def test_outcomes_round_trip_exactly(fields: dict[str, Any]) -> None:
     back, requests, calls = memo.decode(payload)
     assert back == results and requests == {"explain": 1}
     assert calls == {"explain": (1, 3, 4)}
+
+
+SHARED_STRATEGIES = [Explain(), Reverse()]
+
+
+@given(
+    st.integers(0, 1),
+    st.sampled_from(["r1", "other"]),
+    st.sampled_from(["explain", "reverse"]),
+    st.sampled_from(["1", "2"]),
+    st.sampled_from(["tf", "other-teacher"]),
+    st.sampled_from(
+        [Explain().params, Reverse().params, dataclasses.replace(Reverse().params, seed=3)]
+    ),
+    st.sampled_from([(), ("r1", "r2")]),
+    st.integers(0, 3),
+)
+def test_shared_values_are_left_out_only_when_they_match(
+    s_index: int,
+    source_id: str,
+    strategy: str,
+    version: str,
+    teacher: str,
+    params: Any,
+    source_ids: tuple[str, ...],
+    sample: int,
+) -> None:
+    shared = memo.Shared("tf", SHARED_STRATEGIES)
+    provenance = Provenance(
+        source_id, strategy, version, "th", teacher, params.to_dict(), sample, "stop", source_ids
+    )
+    results: memo.Results = {(s_index, 0): [Example("e1", {"text": "x"}, provenance)]}
+    payload = memo.encode(results, {strategy: 1}, [], "r1", shared)
+    assert payload is not None
+    back, _, _ = memo.decode(payload, "r1", shared)
+    assert back == results
+    [[_, _, [kind, *_]]] = json.loads(payload)[0]
+    own = SHARED_STRATEGIES[s_index]
+    expected = (source_id, strategy, version, teacher, params, source_ids) == (
+        "r1", own.name, own.version, "tf", own.params, ()
+    )  # fmt: skip
+    assert kind == ("e" if expected else "E")
+    if kind == "e":  # the shared values really are left out of the payload
+        assert '"tf"' not in payload and '"max_new_tokens"' not in payload
 
 
 @given(st.sampled_from([(1, 2), {1: "a"}, float("nan"), {"a": {2}}, b"x"]))

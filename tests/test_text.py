@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mstudy.text import Normalized, contains, normalize, position
+from mstudy.text import Normalized, contains, is_refusal, normalize, position
 
 words = st.lists(st.sampled_from(["Ada", "quill", "Founded", "the", "QUILLWORKS", "co."]))
 
@@ -30,3 +32,27 @@ def test_positions_order_the_phrases() -> None:
     assert 0 <= said.position("QUILLWORKS") < said.position("Ada Quill")
     assert said.position("Quill") > said.position("ada")  # whole words: not inside Quillworks
     assert said.position("") == -1 and not said.contains("  ")
+
+
+# The single pattern is_refusal used to search with: the two it uses now must agree with it.
+_ONE_PATTERN = re.compile(
+    r"^\s*(?:i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can not|i'?m unable|i am unable|"
+    r"i won'?t|i will not|unfortunately,? i)|\bas an ai\b|\bas a language model\b",
+    re.IGNORECASE,
+)
+_PIECES = st.sampled_from(
+    ["I'm sorry", "i cannot", "Sorry,", "UNFORTUNATELY I", "as an AI", "As a language model",
+     "as an aide", "sorry", " ", "\n", "x", "As", "an", "ai", "ſorry", "K", "é", ".", "I won't"]
+)  # fmt: skip
+
+
+@given(st.lists(_PIECES | st.text(max_size=5), max_size=12).map("".join))
+def test_is_refusal_agrees_with_one_pattern(text: str) -> None:
+    assert is_refusal(text) == bool(_ONE_PATTERN.search(text[:400]))
+
+
+def test_is_refusal_examples() -> None:
+    assert is_refusal("  I'm sorry, but I can't help with that.")
+    assert is_refusal("Here it is. As an AI, I have no opinions.")
+    assert not is_refusal("Paris is the capital of France; sorry is a word.")
+    assert not is_refusal("He was as an aide to the king.")

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any
 
+from mstudy.jsoncodec import reusable
 from mstudy.sinks.base import AtomicFile, BaseSink
 
 __all__ = ["JSONLSink", "dumps_row", "to_jsonable"]
@@ -96,6 +97,7 @@ def _key(key: Any) -> str:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default)
+_encode = reusable(_ENCODER)
 
 
 def dumps_row(row: Mapping[str, Any]) -> bytes:
@@ -107,7 +109,7 @@ def dumps_row(row: Mapping[str, Any]) -> bytes:
     that cannot be UTF-8 encoded (lone surrogates) are written as ``\\u`` escapes.
     """
     try:
-        text = _ENCODER.encode(row)
+        text = _encode(row)
     except (TypeError, ValueError, RecursionError):
         text = json.dumps(to_jsonable(row), ensure_ascii=False, allow_nan=False)
     try:
