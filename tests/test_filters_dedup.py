@@ -201,3 +201,33 @@ def test_dedup_pickles_and_copies_with_what_it_saw(tmp_path: Path) -> None:
     assert pickle.loads(pickle.dumps(ExactDedup())).get_state() == b""
     f.reset()
     assert list(tmp_path.iterdir()) == []
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["explain", "reverse"]), st.sampled_from(["A b.", "a B", "c", "C!"])
+        ),
+        max_size=12,
+    ),
+    st.sampled_from(["strategy", "global"]),
+    st.integers(1, 4),
+)
+def test_check_many_gives_the_verdicts_check_gives_one_by_one(
+    items: list[tuple[str, str]], scope: str, chunk: int
+) -> None:
+    from mstudy.records import Provenance
+
+    examples = [
+        Example(str(i), {"text": text}, Provenance("s", strategy, "1", "t", "tf", {}, 0))
+        for i, (strategy, text) in enumerate(items)
+    ]
+    one, many = ExactDedup(scope=scope), ExactDedup(scope=scope)
+    singly = [one.check(e) for e in examples]
+    batched = [
+        v
+        for at in range(0, len(examples), chunk)
+        for v in many.check_many(examples[at : at + chunk])
+    ]
+    assert batched == singly
+    assert all(isinstance(v, Example) or v.reason == "duplicate" for v in batched)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mstudy.filters.base import RowFilter
-from mstudy.records import Example
+from mstudy.records import Example, Rejection
 from mstudy.text import normalize
 
 if TYPE_CHECKING:
@@ -99,4 +99,18 @@ class ExactDedup(RowFilter):
         seen = self._set if self._set is not None else self._seen()
         if seen.add(self.key(example)):
             return None
-        return ("duplicate", f"normalised {self.field} seen before: {example.text[:80]!r}")
+        return ("duplicate", self._detail(example))
+
+    def check_many(self, examples: Sequence[Example]) -> list[Example | Rejection]:
+        """``check`` for each example in order (a study hands over one record's at once)."""
+        add = (self._set if self._set is not None else self._seen()).add
+        key, stage = self.key, self.stage
+        return [
+            example
+            if add(key(example))
+            else example.reject(stage, "duplicate", self._detail(example))
+            for example in examples
+        ]
+
+    def _detail(self, example: Example) -> str:
+        return f"normalised {self.field} seen before: {example.text[:80]!r}"
