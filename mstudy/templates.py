@@ -37,37 +37,95 @@ def compile_template(source: str) -> jinja2.Template:
         raise TemplateError(f"template syntax error at line {exc.lineno}: {exc.message}") from exc
 
 
-@lru_cache(maxsize=512)
-def _substitution_plan(source: str) -> tuple[tuple[bool, str], ...] | None:
-    """``(is_variable, text)`` pieces when ``source`` is only text and ``{{ name }}`` outputs.
+# Steps of a template that needs no jinja context: text, a variable, ``name or 'text'``, and
+# ``{% if name %}...{% else %}...{% endif %}`` over such steps.
+_TEXT, _VAR, _OR, _IF = range(4)
+Plan = tuple[tuple[Any, ...], ...]
 
-    Prompt templates are mostly of that form. Joining the pieces gives exactly what jinja
-    renders (jinja prints a variable with ``str``) at a fraction of the cost of a jinja
-    context per call. Anything else (tags, filters, attributes) returns None: jinja renders it.
+
+@lru_cache(maxsize=512)
+def _substitution_plan(source: str) -> Plan | None:
+    """The steps that render ``source`` when it is only text, ``{{ name }}``,
+    ``{{ name or 'text' }}`` and ``{% if name %}`` blocks of those; else None.
+
+    Prompt templates are mostly of that form. Following the steps gives exactly what jinja
+    renders (jinja prints a value with ``str`` and tests it with Python's truth) at a
+    fraction of the cost of a jinja context per call. Anything else (loops, filters,
+    attributes, ``elif``) returns None: jinja renders it.
     """
     compile_template(source)  # a syntax error raises here, naming its line
-    body = _ENV.parse(source).body
-    if not body:
-        return ()
-    if len(body) != 1 or not isinstance(body[0], nodes.Output):
+    return _plan(_ENV.parse(source).body)
+
+
+@lru_cache(maxsize=512)
+def _flat_plan(source: str) -> tuple[tuple[bool, str], ...] | None:
+    """``(is_variable, text)`` pieces when ``source`` is only text and ``{{ name }}``: the
+    commonest prompt, joined in one comprehension."""
+    plan = _substitution_plan(source)
+    if plan is None or any(step[0] not in (_TEXT, _VAR) for step in plan):
         return None
-    plan: list[tuple[bool, str]] = []
-    for node in body[0].nodes:
-        if isinstance(node, nodes.TemplateData):
-            plan.append((False, node.data))
-        elif isinstance(node, nodes.Name) and node.ctx == "load":
-            plan.append((True, node.name))
+    return tuple((step[0] == _VAR, step[1]) for step in plan)
+
+
+def _is_name(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.ctx == "load"
+
+
+def _plan(body: list[nodes.Node]) -> Plan | None:
+    steps: list[tuple[Any, ...]] = []
+    for node in body:
+        if isinstance(node, nodes.Output):
+            for child in node.nodes:
+                if isinstance(child, nodes.TemplateData):
+                    steps.append((_TEXT, child.data))
+                elif isinstance(child, nodes.Name) and child.ctx == "load":
+                    steps.append((_VAR, child.name))
+                elif (
+                    isinstance(child, nodes.Or)
+                    and _is_name(child.left)
+                    and isinstance(child.right, nodes.Const)
+                    and type(child.right.value) is str
+                ):
+                    steps.append((_OR, child.left.name, child.right.value))  # type: ignore[attr-defined]
+                else:
+                    return None
+        elif isinstance(node, nodes.If) and _is_name(node.test) and not node.elif_:
+            then, otherwise = _plan(node.body), _plan(node.else_)
+            if then is None or otherwise is None:
+                return None
+            steps.append((_IF, node.test.name, then, otherwise))  # type: ignore[attr-defined]
         else:
             return None
-    return tuple(plan)
+    return tuple(steps)
+
+
+def _follow(plan: Plan, variables: Mapping[str, Any], out: list[str]) -> None:
+    for step in plan:
+        kind = step[0]
+        if kind == _TEXT:
+            out.append(step[1])
+        elif kind == _VAR:
+            out.append(str(variables[step[1]]))
+        elif kind == _OR:
+            out.append(str(variables[step[1]] or step[2]))
+        else:
+            _follow(step[2] if variables[step[1]] else step[3], variables, out)
 
 
 def render(source: str, variables: Mapping[str, Any]) -> str:
     """Render ``source`` with ``variables``; unknown variables raise TemplateError."""
-    plan = _substitution_plan(source)
+    flat = _flat_plan(source)
+    if flat is not None:
+        try:
+            return "".join([str(variables[text]) if var else text for var, text in flat])
+        except KeyError:
+            pass  # a jinja global or an undefined name: jinja decides (and explains)
+    plan = _substitution_plan(source) if flat is None else None
     if plan is not None:
         try:
-            return "".join([str(variables[text]) if var else text for var, text in plan])
+            out: list[str] = []
+            _follow(plan, variables, out)
+            return "".join(out)
         except KeyError:
             pass  # a jinja global or an undefined name: jinja decides (and explains)
     template = compile_template(source)

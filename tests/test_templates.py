@@ -57,6 +57,11 @@ pieces = st.lists(
         st.just("\r\n"),
         st.just("{% if object %}A {{ object }}\n{% else %}B\n{% endif %}"),
         st.just("{{ none or '' }}"),
+        st.just("{{ n or 'zero' }}{{ object or \"-\" }}"),
+        st.just("{% if text %}[{{ text or 'x' }}]{% endif %}"),
+        st.just("{% if n %}{% if none %}a{% else %}{{ subject }}{% endif %}{% endif %}\n"),
+        st.just("{% if subject %}s{% elif n %}n{% endif %}"),
+        st.just("{% if not n %}z{% endif %}"),
         st.just("{% for i in range(2) %}{{ i }}{% endfor %}"),
         st.just("{{ text | upper }}"),
     ),
@@ -78,3 +83,12 @@ def test_rendering_is_exactly_jinjas(parts: list[str], variables: dict) -> None:
             render(source, variables)
         return
     assert render(source, variables) == expected
+
+
+def test_built_in_prompts_render_without_a_jinja_context() -> None:
+    from mstudy import ChainOfThought, Explain, Paraphrase, Reverse
+    from mstudy.templates import _substitution_plan
+
+    for strategy in (Explain(), Reverse(), Paraphrase(), ChainOfThought()):
+        for source in (strategy._template, strategy._system, strategy._prefill):
+            assert not source or _substitution_plan(source) is not None, (strategy.name, source)
