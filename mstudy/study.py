@@ -624,7 +624,8 @@ class StudyRun(Iterator[Example | Rejection]):
                         cache.put(fingerprint, completion)
                     for entry in entries:
                         self._complete(entry, completion)
-                    yield from emit()
+                    if slots[0].outstanding == 0 and slots[0].sealed:  # else emit has nothing
+                        yield from emit()
                     if self.stop_reason is not None:
                         close = getattr(completions, "close", None)
                         if callable(close):
