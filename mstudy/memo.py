@@ -18,10 +18,10 @@ with a failed call are never stored: the call is made again. Values that would n
 JSON unchanged (tuples, non-string keys, NaN, other types) leave the record unmemoized.
 
 What every example of a strategy shares (its name and version, the teacher, the generation
-params, the record's id) is stored once per study, in :class:`Shared`, not in every payload:
-an example that matches it is stored as its id, fields, template hash, sample and finish
-reason alone. The key already holds the teacher's and the strategies' fingerprints, so a
-payload is only ever read back under the same shared values.
+params, the record's id) is not repeated in each payload: :class:`Shared` takes it from the
+study, and an example that matches it is stored as its id, fields, template hash, sample and
+finish reason alone. The key already holds the teacher's and the strategies' fingerprints, so
+a payload is only ever read back under the same shared values.
 """
 
 from __future__ import annotations
