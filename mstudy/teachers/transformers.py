@@ -49,7 +49,7 @@ from mstudy.teachers.base import (
     quick_file_digest,
 )
 
-__all__ = ["TransformersTeacher"]
+__all__ = ["TransformersTeacher", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,19 @@ class _StopTracker:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def resolve_device(device: str) -> str:
+    """``device`` itself, or for ``"auto"`` the best one here: cuda, then mps, then cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 class TransformersTeacher:
     """A local causal LM (hub name, local folder, GGUF file or loaded model) as a teacher.
 
@@ -311,19 +324,10 @@ class TransformersTeacher:
     def device(self) -> str:
         """The device the model runs on (resolved from ``"auto"`` on first use)."""
         if self._device is None:
-            if self._device_arg != "auto":
-                self._device = self._device_arg
-            elif self._model is not None and self._model_spec is None:
+            if self._device_arg == "auto" and self._model is not None and self._model_spec is None:
                 self._device = str(self._model.device)
             else:
-                import torch
-
-                if torch.cuda.is_available():
-                    self._device = "cuda"
-                elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-                    self._device = "mps"
-                else:
-                    self._device = "cpu"
+                self._device = resolve_device(self._device_arg)
         return self._device
 
     @property
