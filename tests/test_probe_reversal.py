@@ -336,3 +336,30 @@ def test_probe_with_the_embedded_teacher(tmp_path: Path) -> None:
     assert min(ceiling.reverse) >= 0.5
     # what the teacher's reversals do is measured, not assumed: report it
     print(result)
+
+
+def test_students_give_the_same_answers_spawned_as_forked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a teacher used CUDA, students start by ``spawn`` (a forked child cannot use CUDA
+    there): their results must not depend on how their processes started."""
+    from mstudy.probes import reversal
+
+    small = {"facts": 12, "relations": 2, "epochs": 8, "seeds": 1, "workers": 2}
+    results = {}
+    for method in ("fork", "spawn"):
+        monkeypatch.setattr(reversal, "start_method", lambda method=method: method)
+        result = run_probe(teacher="rules", **small)  # type: ignore[arg-type]
+        results[method] = [(c.name, c.forward, c.reverse) for c in result.conditions]
+    assert results["spawn"] == results["fork"]
+
+
+def test_start_method_is_spawn_once_cuda_is_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from mstudy.probes.reversal import start_method
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert start_method() == "fork"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert start_method() == "spawn"

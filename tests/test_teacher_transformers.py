@@ -25,7 +25,7 @@ from mstudy.errors import TeacherError
 from mstudy.interfaces import Teacher
 from mstudy.records import Completion, GenerationParams, Message, Request
 from mstudy.teachers.base import apply_stop, find_stop, format_raw_prompt
-from mstudy.teachers.transformers import TransformersTeacher, _Item
+from mstudy.teachers.transformers import TransformersTeacher, _Item, _StopTracker
 
 QUESTION = "What is the capital of France?"
 
@@ -470,3 +470,21 @@ def test_dry_run_counts_prompt_tokens_with_the_model_tokenizer(teacher: Any) -> 
     request = Reverse().requests(Record.from_mapping(record))[0]
     assert estimate.prompt_tokens == teacher.count_prompt_tokens(request) > 0
     assert "tokenizer" in estimate.tokens_counted_by
+
+
+def test_stop_tracker_when_every_watched_row_ended_by_end_of_sequence() -> None:
+    """A step where the last watched rows all end with end-of-sequence leaves nothing to
+    decode; older transformers (5.17) decode an empty batch as one empty text."""
+    import torch
+
+    class OldTokenizer:
+        def batch_decode(self, batch: list[list[int]], **kwargs: Any) -> list[str]:
+            return [" ".join(map(str, ids)) for ids in batch] or [""]
+
+    tracker = _StopTracker(OldTokenizer(), 2, [("9",), ("9",), ()], frozenset({0}))
+    done = tracker(torch.tensor([[5, 5, 1, 0], [5, 5, 2, 0], [5, 5, 3, 4]]), None)
+    assert done.tolist() == [False, False, False]  # end-of-sequence is generate's to stop
+    assert tracker.finished == [True, True, True] and tracker.ended_at == [None, None, None]
+    tracker = _StopTracker(OldTokenizer(), 2, [("9",), ("3 9",)], frozenset({0}))
+    done = tracker(torch.tensor([[5, 5, 1, 9], [5, 5, 3, 9]]), None)
+    assert done.tolist() == [True, True] and tracker.ended_at == [2, 2]

@@ -782,7 +782,8 @@ def train_conditions(
 ) -> list[ConditionResult]:
     """Train ``seeds`` fresh students per condition and score each on the held-out questions.
 
-    ``workers`` students train at once in forked processes (default :func:`default_workers`);
+    ``workers`` students train at once in worker processes (default :func:`default_workers`;
+    forked, or spawned after this process used CUDA, see :func:`start_method`);
     every student is single-threaded and seeded, so its result does not depend on that.
     """
     times = times if times is not None else {}
@@ -846,15 +847,24 @@ class _BarQueue:
         self.bar.update(1)
 
 
+def start_method() -> str:
+    """How student processes start: ``fork`` (quick), unless this process has used CUDA (a
+    teacher on a GPU), which a forked child cannot use or even seed: then ``spawn``."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "spawn"
+    return "fork"
+
+
 def _run_parallel(
     jobs: list[_Job], workers: int, bar: Any
 ) -> dict[tuple[str, int], tuple[list[str], float, float]]:
-    """Run the jobs in ``workers`` forked processes, relaying epoch progress to ``bar``."""
+    """Run the jobs in ``workers`` processes, relaying epoch progress to ``bar``."""
     import multiprocessing
     import queue as queue_module
     from concurrent.futures import ProcessPoolExecutor, wait
 
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context(start_method())
     outputs: dict[tuple[str, int], tuple[list[str], float, float]] = {}
     with context.Manager() as manager:
         progress_queue = manager.Queue() if bar is not None else None

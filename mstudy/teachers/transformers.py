@@ -197,7 +197,12 @@ class _StopTracker:
                     self.finished[i] = True  # ended by end-of-sequence; generate knows
                 else:
                     live.append(i)
-            texts = self.tokenizer.batch_decode([tails[i] for i in live], skip_special_tokens=True)
+            # (older transformers decode an empty batch as one empty text: skip it)
+            texts = (
+                self.tokenizer.batch_decode([tails[i] for i in live], skip_special_tokens=True)
+                if live
+                else []
+            )
             for i, text in zip(live, texts, strict=True):
                 if any(s in text for s in self.stops[i]):
                     self.ended_at[i] = steps
