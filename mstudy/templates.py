@@ -78,8 +78,8 @@ def _plan(body: list[nodes.Node]) -> Plan | None:
             for child in node.nodes:
                 if isinstance(child, nodes.TemplateData):
                     steps.append((_TEXT, child.data))
-                elif isinstance(child, nodes.Name) and child.ctx == "load":
-                    steps.append((_VAR, child.name))
+                elif _is_name(child):
+                    steps.append((_VAR, child.name))  # type: ignore[attr-defined]
                 elif (
                     isinstance(child, nodes.Or)
                     and _is_name(child.left)
