@@ -193,19 +193,10 @@ class HashSet:
             return new
         if key < 0 or key > _M64:
             raise ValueError(f"HashSet holds integers in [0, 2**64), got {key}")
-        table, mask = self._table, self._mask
-        h = (key * _MUL) & _M64
-        i = h >> self._shift
-        while True:
-            v = table[i]
-            if not v:
-                break
-            if v == key:
-                return False
-            i = (i + 1) & mask
-        if self._spill is not None and self._in_runs(key, h):
+        i, h = self._probe(key)
+        if i < 0 or (self._spill is not None and self._in_runs(key, h)):
             return False
-        table[i] = key
+        self._table[i] = key
         self._count += 1
         if self._count >= self._limit:
             self._spill_table()
@@ -216,17 +207,22 @@ class HashSet:
             return False
         if not key:
             return self._zero
+        i, h = self._probe(key)
+        return i < 0 or (self._spill is not None and self._in_runs(key, h))
+
+    def _probe(self, key: int) -> tuple[int, int]:
+        """Linear probing for a non-zero ``key``: (-1 if it is in the table, else the empty
+        slot it would take; its mixed hash)."""
         table, mask = self._table, self._mask
         h = (key * _MUL) & _M64
         i = h >> self._shift
         while True:
             v = table[i]
             if not v:
-                break
+                return i, h
             if v == key:
-                return True
+                return -1, h
             i = (i + 1) & mask
-        return self._spill is not None and self._in_runs(key, h)
 
     def _in_runs(self, key: int, h: int) -> bool:
         pattern = _PATTERN_LIST[(h >> _PATTERN_SHIFT) & _PATTERN_MASK]
