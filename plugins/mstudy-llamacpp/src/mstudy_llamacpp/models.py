@@ -77,18 +77,13 @@ def resolve(model: str | os.PathLike[str] | None, filename: str | None = None) -
 def _in_folder(folder: Path, filename: str | None) -> ModelSource:
     if filename is not None:
         matches = sorted(p for p in folder.glob(filename) if p.is_file())
-        if len(matches) != 1:
-            found = ", ".join(p.name for p in matches) or "none"
-            raise TeacherError(
-                f"model folder {str(folder)!r}: filename {filename!r} must match exactly one "
-                f"file (matched: {found})"
-            )
-        return ModelSource("file", matches[0].name, matches[0])
-    ggufs = sorted(folder.glob("*.gguf"))
-    if len(ggufs) != 1:
-        found = ", ".join(p.name for p in ggufs) or "none"
-        raise TeacherError(
-            f"model folder {str(folder)!r} must hold exactly one .gguf file, or pass filename= "
-            f"(found: {found})"
-        )
-    return ModelSource("file", ggufs[0].name, ggufs[0])
+    else:
+        matches = sorted(folder.glob("*.gguf"))
+    if len(matches) != 1:
+        found = ", ".join(p.name for p in matches) or "none"
+        if filename is not None:
+            rule = f": filename {filename!r} must match exactly one file (matched: {found})"
+        else:
+            rule = f" must hold exactly one .gguf file, or pass filename= (found: {found})"
+        raise TeacherError(f"model folder {str(folder)!r}{rule}")
+    return ModelSource("file", matches[0].name, matches[0])
