@@ -30,6 +30,7 @@ from mstudy.hashing import stable_hash
 from mstudy.interfaces import Filter, Sink, Strategy, Teacher
 from mstudy.records import Completion, Example, Record, Rejection, Request
 from mstudy.report import FilterStats, Report
+from mstudy.sinks.base import BaseSink
 
 if TYPE_CHECKING:
     import datasets
@@ -263,16 +264,16 @@ class Study:
         rejects = _as_sink(self._rejects_spec) if self._rejects_spec is not None else None
         opened: list[Sink] = [*sinks, *([rejects] if rejects is not None else [])]
         run = self.stream(source, limit=limit)
-        accepted: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []
+        accepted: list[Example] = []
+        rejected: list[Rejection] = []
         try:
             for item in run:
                 if isinstance(item, Example):
-                    accepted.append(item.to_row())
+                    accepted.append(item)
                     if len(accepted) >= WRITE_CHUNK:
                         _write(sinks, accepted)
                 elif rejects is not None:
-                    rejected.append(item.to_row())
+                    rejected.append(item)
                     if len(rejected) >= WRITE_CHUNK:
                         _write([rejects], rejected)
             _write(sinks, accepted)
@@ -292,7 +293,7 @@ class Study:
 
     def _run_journaled(self, source: Source, limit: int | None, restart: bool) -> Report:
         from mstudy.journal import Journal
-        from mstudy.sinks.jsonl import dumps_row
+        from mstudy.sinks.jsonl import dumps_example, dumps_row
 
         assert self.journal is not None
         journal = Journal(self.journal, self.fingerprint(limit), restart=restart)
@@ -350,8 +351,10 @@ class Study:
             run.on_boundary = at_boundary
             try:
                 for item in run:
-                    spool = "accepted" if isinstance(item, Example) else "rejects"
-                    lines[spool].append(dumps_row(item.to_row()))
+                    if isinstance(item, Example):
+                        lines["accepted"].append(dumps_example(item))
+                    else:
+                        lines["rejects"].append(dumps_row(item.to_row()))
                 stopped = run.stop_reason is not None
                 save("studying" if stopped else "sinking")
             finally:
@@ -417,11 +420,21 @@ def _copy(rows: Iterator[dict[str, Any]], sinks: Sequence[Sink]) -> None:
     _write(sinks, chunk)
 
 
-def _write(sinks: Sequence[Sink], rows: list[dict[str, Any]]) -> None:
-    if rows:
-        for sink in sinks:
+def _write(sinks: Sequence[Sink], items: list[Any]) -> None:
+    """Hand ``items`` to each sink and empty the list: as they are to the library's own sinks
+    (they take examples, and the JSONL sink writes them without a row dict), as rows to
+    others."""
+    if not items:
+        return
+    rows: list[dict[str, Any]] | None = None
+    for sink in sinks:
+        if isinstance(sink, BaseSink):
+            sink.write(items)
+        else:
+            if rows is None:
+                rows = [item if isinstance(item, dict) else item.to_row() for item in items]
             sink.write(rows)
-        rows.clear()
+    items.clear()
 
 
 class StudyRun(Iterator[Example | Rejection]):

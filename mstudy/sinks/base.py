@@ -226,6 +226,10 @@ class BaseSink:
         self.rows_written = 0
 
     # -- hooks -------------------------------------------------------------------------------
+    def _batch(self, rows: Iterable[Any]) -> list[Any]:
+        """What ``_write`` gets for ``rows``: column dicts, unless a sink takes more."""
+        return [_as_row(row, i) for i, row in enumerate(rows)]
+
     def _write(self, rows: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
@@ -252,7 +256,7 @@ class BaseSink:
         if isinstance(rows, Mapping):
             raise SinkError("write() takes a batch of rows; wrap a single row in a list")
         self._check_not_failed()
-        batch = [_as_row(row, i) for i, row in enumerate(rows)]
+        batch = self._batch(rows)
         if not batch:
             return
         try:

@@ -10,15 +10,16 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any
 
 from mstudy.jsoncodec import reusable
-from mstudy.sinks.base import AtomicFile, BaseSink
+from mstudy.records import RESERVED_COLUMNS, Example
+from mstudy.sinks.base import AtomicFile, BaseSink, _as_row
 
-__all__ = ["JSONLSink", "dumps_row", "to_jsonable"]
+__all__ = ["JSONLSink", "dumps_example", "dumps_row", "to_jsonable"]
 
 
 def _json_default(value: Any) -> Any:
@@ -118,6 +119,46 @@ def dumps_row(row: Mapping[str, Any]) -> bytes:
         return json.dumps(json.loads(text), ensure_ascii=True).encode("ascii") + b"\n"
 
 
+_quote = json.encoder.encode_basestring
+
+
+def dumps_example(example: Example) -> bytes:
+    """``dumps_row(example.to_row())``, byte for byte, without building the row's dicts.
+
+    The row's columns are written around the example's own encoded fields. Anything the
+    direct path does not cover (a field named like a column, a non-string key or id, a
+    value the encoder rejects) takes ``dumps_row``.
+    """
+    fields, p = example.fields, example.provenance
+    if (
+        type(fields) is not dict
+        or not RESERVED_COLUMNS.isdisjoint(fields)
+        or not _STR.issuperset(map(type, fields))
+        or type(p.sample) is not int
+    ):
+        return dumps_row(example.to_row())
+    try:
+        own = _encode(fields)[1:-1]
+        source = _quote(p.source_id)
+        strategy = _quote(p.strategy)
+        ids = _encode(list(p.source_ids)) if p.source_ids else f"[{source}]"
+        text = (
+            f'{{"id": {_quote(example.id)}, "source_id": {source}, "strategy": {strategy}, '
+            f"{own}{', ' if own else ''}"
+            f'"provenance": {{"source_id": {source}, "source_ids": {ids}, '
+            f'"strategy": {strategy}, "strategy_version": {_quote(p.strategy_version)}, '
+            f'"template_hash": {_quote(p.template_hash)}, "teacher": {_quote(p.teacher)}, '
+            f'"params": {_encode(p.params)}, "sample": {p.sample}, '
+            f'"finish_reason": {_quote(p.finish_reason)}}}}}\n'
+        )
+        return text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
+        return dumps_row(example.to_row())
+
+
+_STR = frozenset({str})
+
+
 class JSONLSink(BaseSink):
     """Writes rows as JSON Lines to ``path``, atomically replacing it on ``close()``.
 
@@ -134,8 +175,14 @@ class JSONLSink(BaseSink):
     def _describe(self) -> str:
         return str(self.path)
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        self._file.write(b"".join(dumps_row(row) for row in rows))
+    def _batch(self, rows: Iterable[Any]) -> list[Any]:
+        # Examples stay as they are: dumps_example writes them without a row dict
+        return [row if type(row) is Example else _as_row(row, i) for i, row in enumerate(rows)]
+
+    def _write(self, rows: list[Any]) -> None:
+        self._file.write(
+            b"".join(dumps_example(row) if type(row) is Example else dumps_row(row) for row in rows)
+        )
 
     def _commit(self) -> None:
         self._file.commit()
