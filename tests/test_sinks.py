@@ -22,7 +22,7 @@ from mstudy.errors import SinkError
 from mstudy.interfaces import Sink
 from mstudy.records import Completion, Example, Message, Provenance, Request
 from mstudy.sinks.base import AtomicFile, BaseSink, partial_path
-from mstudy.sinks.jsonl import JSONLSink, dumps_example, dumps_row
+from mstudy.sinks.jsonl import JSONLSink, _params_json, dumps_example, dumps_row
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -323,6 +323,33 @@ def test_an_example_is_written_as_its_row_would_be(
     )
     example = Example(example_id, fields, provenance)
     assert dumps_example(example) == dumps_row(example.to_row())
+
+
+_near_values = st.sampled_from(
+    [1, True, 1.0, 0, False, 0.0, -0.0, None, "1", float("nan"), ["a"], ("a",), [1], [True]]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(
+        st.dictionaries(st.sampled_from(["seed", "top_p", 1, True]), _near_values, max_size=3),
+        max_size=8,
+    )
+)
+def test_generation_params_text_is_reused_only_when_exact(batches: list[dict[Any, Any]]) -> None:
+    """Params that are equal but written differently (1 and True, 0.0 and -0.0, key order)
+    never get each other's kept text."""
+    from mstudy.sinks.jsonl import _encode
+
+    def text(encode: Any, params: dict[Any, Any]) -> str:
+        try:
+            return str(encode(params))
+        except ValueError as exc:  # NaN: both refuse it
+            return repr(exc)
+
+    for params in batches + [dict(reversed(p.items())) for p in batches] + batches:
+        assert text(_params_json, params) == text(_encode, params)
 
 
 def test_jsonl_keeps_text_unescaped(tmp_path: Path) -> None:

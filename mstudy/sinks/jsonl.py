@@ -148,7 +148,7 @@ def dumps_example(example: Example) -> bytes:
             f'"provenance": {{"source_id": {source}, "source_ids": {ids}, '
             f'"strategy": {strategy}, "strategy_version": {_quote(p.strategy_version)}, '
             f'"template_hash": {_quote(p.template_hash)}, "teacher": {_quote(p.teacher)}, '
-            f'"params": {_encode(p.params)}, "sample": {p.sample}, '
+            f'"params": {_params_json(p.params, p.strategy)}, "sample": {p.sample}, '
             f'"finish_reason": {_quote(p.finish_reason)}}}}}\n'
         )
         return text.encode("utf-8")
@@ -157,6 +157,51 @@ def dumps_example(example: Example) -> bytes:
 
 
 _STR = frozenset({str})
+_KEPT_PARAMS = 256
+_params_text: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+
+
+def _params_json(params: Mapping[str, Any], owner: str = "") -> str:
+    """``params`` encoded; the text of a recent equal value is reused where that is exact.
+
+    Every example of a strategy (``owner``) carries the same generation params, each in a
+    dict of its own. A kept text is reused for a dict with the same owner, the same keys in
+    the same order, values of the same types, and equal values; it is kept only for values
+    whose equality implies an equal encoding (strings, ints, bools, None, finite non-zero
+    floats, lists of strings): ``1 == True`` and ``0.0 == -0.0`` are equal but are written
+    differently.
+    """
+    if type(params) is not dict:
+        return _encode(params)
+    shape = (owner, *params, *map(type, params.values()))
+    kept = _params_text.get(shape)
+    if kept is not None and kept[0] == params:
+        return kept[1]
+    text = _encode(params)
+    if _settled(params):
+        if len(_params_text) >= _KEPT_PARAMS:
+            _params_text.clear()
+        snapshot = {k: list(v) if type(v) is list else v for k, v in params.items()}
+        _params_text[shape] = (snapshot, text)
+    return text
+
+
+def _settled(params: dict[Any, Any]) -> bool:
+    """Whether every dict equal to ``params`` with the same key order and value types is
+    encoded as ``params`` is."""
+    for key, value in params.items():
+        kind = type(value)
+        if type(key) is not str:
+            return False
+        if kind is float:
+            if value == 0 or not math.isfinite(value):
+                return False
+        elif kind is list or kind is tuple:
+            if not all(type(item) is str for item in value):
+                return False
+        elif kind is not str and kind is not int and kind is not bool and value is not None:
+            return False
+    return True
 
 
 class JSONLSink(BaseSink):
