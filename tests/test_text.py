@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +25,23 @@ def test_a_phrase_is_found_as_whole_words_ignoring_case_and_punctuation(
     )
     assert said.contains(phrase) == contains(haystack, phrase) == (bool(needle_words) and whole)
     assert said.position(phrase) == position(haystack, phrase)
+
+
+def _normalize_by_pattern(text: str) -> str:
+    """The definition: NFKC, case fold, punctuation to space, runs of space to one."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(re.sub(r"[^\w\s]", " ", folded).split())
+
+
+@given(st.text(st.characters(max_codepoint=127)) | st.text())
+def test_normalize_follows_its_definition(text: str) -> None:
+    """ASCII text takes a table lookup instead of the pattern: the result is the same."""
+    assert normalize(text) == _normalize_by_pattern(text)
+
+
+def test_normalize_every_ascii_character() -> None:
+    every, letters = "".join(map(chr, range(128))), "abcdefghijklmnopqrstuvwxyz"
+    assert normalize(every) == _normalize_by_pattern(every) == f"0123456789 {letters} _ {letters}"
 
 
 def test_positions_order_the_phrases() -> None:
