@@ -154,6 +154,37 @@ def _params_json(params: GenerationParams) -> bytes:
     return canonical_json(_params_dict(params)).encode("utf-8")
 
 
+_KEPT = 64
+_heads: dict[tuple[int, ...], tuple[tuple[Message, ...], Any]] = {}
+_params_by_id: dict[int, tuple[GenerationParams, bytes]] = {}
+
+
+def _head_state(head: tuple[Message, ...]) -> Any:
+    """``_head_digest(head)``, found by the identity of the messages first.
+
+    A strategy hands the same message objects to each of its requests; looking them up by
+    ``id`` spares hashing and comparing each message's text. An entry keeps its messages
+    alive, so no other object can take their ids while it is kept.
+    """
+    ids = tuple(map(id, head))
+    kept = _heads.get(ids)
+    if kept is None:
+        if len(_heads) >= _KEPT:
+            _heads.clear()
+        kept = _heads[ids] = (head, _head_digest(head))
+    return kept[1]
+
+
+def _params_bytes(params: GenerationParams) -> bytes:
+    """``_params_json(params)``, found by the identity of ``params`` first (see _head_state)."""
+    kept = _params_by_id.get(id(params))
+    if kept is None:
+        if len(_params_by_id) >= _KEPT:
+            _params_by_id.clear()
+        kept = _params_by_id[id(params)] = (params, _params_json(params))
+    return kept[1]
+
+
 def _digest_message(digest: Any, message: Message) -> None:
     content = message.content.encode("utf-8")
     digest.update(f"{message.role}:{len(content)}:".encode())
@@ -192,14 +223,14 @@ class Request:
     template_hash: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        digest = _head_digest(self.messages[:-1]).copy()
+        digest = _head_state(self.messages[:-1]).copy()
         for message in self.messages[-1:]:
             _digest_message(digest, message)
         prefill = b"-" if self.prefill is None else b"+" + self.prefill.encode("utf-8")
         digest.update(f"prefill:{len(prefill)}:".encode())
         digest.update(prefill)
         object.__setattr__(self, "template_hash", digest.copy().hexdigest()[:16])
-        digest.update(_params_json(self.params))
+        digest.update(_params_bytes(self.params))
         digest.update(f"sample:{self.sample}".encode())
         object.__setattr__(self, "key", digest.hexdigest()[:32])
 

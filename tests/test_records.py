@@ -73,6 +73,41 @@ def test_request_key_covers_what_shapes_the_reply() -> None:
     assert base.template_hash == Request(msgs, GenerationParams(temperature=0.9)).template_hash
 
 
+_turns = st.lists(
+    st.tuples(st.sampled_from(["system", "user", "assistant"]), st.text(max_size=8)),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(st.lists(_turns, min_size=1, max_size=4), st.sampled_from([0.0, 0.5, 0.7]))
+def test_request_keys_depend_on_content_not_on_objects(
+    conversations: list[list[tuple[str, str]]], temperature: float
+) -> None:
+    """Keys are found by the identity of a strategy's messages first; they must be the keys
+    of the content, whether the objects are shared, fresh, or seen for the first time."""
+    from mstudy import records
+
+    def fresh(turns: list[tuple[str, str]]) -> tuple[Message, ...]:
+        return tuple(Message(role, text) for role, text in turns)  # type: ignore[arg-type]
+
+    params = GenerationParams(temperature=temperature)
+    shared = [fresh(turns) for turns in conversations]
+    once = [Request(m, params).key for m in shared]
+    again = [Request(m, params).key for m in shared]  # found by identity now
+    copied = [
+        Request(fresh(t), GenerationParams(temperature=temperature)).key for t in conversations
+    ]
+    records._heads.clear()
+    records._params_by_id.clear()
+    records._head_digest.cache_clear()
+    records._params_json.cache_clear()
+    first = [
+        Request(fresh(t), GenerationParams(temperature=temperature)).key for t in conversations
+    ]
+    assert once == again == copied == first
+
+
 def test_per_sample_seeds_differ_and_repeat() -> None:
     msgs = (Message("user", "hi"),)
     seeds = {Request(msgs, GenerationParams(seed=1), sample=i).seed for i in range(20)}

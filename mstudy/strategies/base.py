@@ -166,7 +166,11 @@ class TemplateStrategy:
         """System message, few-shot turns, then the user turn for ``variables``."""
         out: list[Message] = []
         if self._system:
-            out.append(Message("system", render(self._system, variables)))
+            system = render(self._system, variables)
+            last: Message | None = getattr(self, "_system_message", None)
+            if last is None or last.content != system:  # the same object while it is unchanged
+                last = self._system_message = Message("system", system)
+            out.append(last)
         out.extend(self._few_shot_turns())
         out.append(Message("user", render(self._template, variables)))
         return tuple(out)
