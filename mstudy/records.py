@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from mstudy.errors import RecordError
 from mstudy.hashing import canonical_json, stable_hash
+from mstudy.identity import IdentityMemo
 
 FinishReason = Literal["stop", "length", "error"]
 RESERVED_COLUMNS = frozenset({"id", "source_id", "strategy", "provenance"})
@@ -154,37 +155,6 @@ def _params_json(params: GenerationParams) -> bytes:
     return canonical_json(_params_dict(params)).encode("utf-8")
 
 
-_KEPT = 64
-_heads: dict[tuple[int, ...], tuple[tuple[Message, ...], Any]] = {}
-_params_by_id: dict[int, tuple[GenerationParams, bytes]] = {}
-
-
-def _head_state(head: tuple[Message, ...]) -> Any:
-    """``_head_digest(head)``, found by the identity of the messages first.
-
-    A strategy hands the same message objects to each of its requests; looking them up by
-    ``id`` spares hashing and comparing each message's text. An entry keeps its messages
-    alive, so no other object can take their ids while it is kept.
-    """
-    ids = tuple(map(id, head))
-    kept = _heads.get(ids)
-    if kept is None:
-        if len(_heads) >= _KEPT:
-            _heads.clear()
-        kept = _heads[ids] = (head, _head_digest(head))
-    return kept[1]
-
-
-def _params_bytes(params: GenerationParams) -> bytes:
-    """``_params_json(params)``, found by the identity of ``params`` first (see _head_state)."""
-    kept = _params_by_id.get(id(params))
-    if kept is None:
-        if len(_params_by_id) >= _KEPT:
-            _params_by_id.clear()
-        kept = _params_by_id[id(params)] = (params, _params_json(params))
-    return kept[1]
-
-
 def _digest_message(digest: Any, message: Message) -> None:
     content = message.content.encode("utf-8")
     digest.update(f"{message.role}:{len(content)}:".encode())
@@ -199,6 +169,12 @@ def _head_digest(messages: tuple[Message, ...]) -> Any:
     for message in messages:
         _digest_message(digest, message)
     return digest
+
+
+_head_state = IdentityMemo(_head_digest)
+"""``_head_digest`` of a strategy's fixed turns, found by the identity of the messages first."""
+_params_bytes = IdentityMemo(lambda one: _params_json(one[0]))
+"""``_params_json`` of ``(params,)``, found by identity first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +206,7 @@ class Request:
         digest.update(f"prefill:{len(prefill)}:".encode())
         digest.update(prefill)
         object.__setattr__(self, "template_hash", digest.copy().hexdigest()[:16])
-        digest.update(_params_bytes(self.params))
+        digest.update(_params_bytes((self.params,)))
         digest.update(f"sample:{self.sample}".encode())
         object.__setattr__(self, "key", digest.hexdigest()[:32])
 

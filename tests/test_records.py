@@ -98,8 +98,8 @@ def test_request_keys_depend_on_content_not_on_objects(
     copied = [
         Request(fresh(t), GenerationParams(temperature=temperature)).key for t in conversations
     ]
-    records._heads.clear()
-    records._params_by_id.clear()
+    records._head_state.clear()
+    records._params_bytes.clear()
     records._head_digest.cache_clear()
     records._params_json.cache_clear()
     first = [
