@@ -110,15 +110,15 @@ class Report:
             self.spent_prompt_tokens += completion.prompt_tokens
             self.spent_completion_tokens += completion.completion_tokens
 
-    def count_cached_calls(
-        self, strategy: str, calls: int, prompt_tokens: int, completion_tokens: int
-    ) -> None:
-        """Count ``calls`` answered from the cache at once (they cost nothing)."""
-        stats = self.strategy(strategy)
-        stats.completions += calls
-        stats.cached += calls
-        stats.prompt_tokens += prompt_tokens
-        stats.completion_tokens += completion_tokens
+    def count_cached(self, calls: dict[str, tuple[int, int, int]]) -> None:
+        """Count calls answered from the cache (they cost nothing), per strategy name:
+        ``(calls, prompt_tokens, completion_tokens)``."""
+        for name, (n, prompt_tokens, completion_tokens) in calls.items():
+            stats = self.strategy(name)
+            stats.completions += n
+            stats.cached += n
+            stats.prompt_tokens += prompt_tokens
+            stats.completion_tokens += completion_tokens
 
     def count_rejection(self, rejection: Rejection) -> None:
         if rejection.stage == "input" or rejection.strategy is None:

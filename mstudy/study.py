@@ -267,7 +267,7 @@ class Study:
         accepted: list[Example] = []
         rejected: list[Rejection] = []
         try:
-            for item in run:
+            for item in run._items:  # the generator itself: no method call a row
                 if isinstance(item, Example):
                     accepted.append(item)
                     if len(accepted) >= WRITE_CHUNK:
@@ -606,17 +606,24 @@ class StudyRun(Iterator[Example | Rejection]):
                     report.strategy(name).requests += count
                 for name, completion in slot.completions:
                     report.count_completion(name, completion)
-                for name, (calls, prompt, completion_tokens) in slot.cached_calls.items():
-                    report.count_cached_calls(name, calls, prompt, completion_tokens)
+                if slot.cached_calls:
+                    report.count_cached(slot.cached_calls)
                 if slot.memo_key is not None and not slot.memo_hit and cache is not None:
                     payload = memo.encode(
                         slot.results, slot.requests, slot.completions, slot.item_id, shared
                     )
                     if payload is not None:
                         cache.put_outcome(slot.memo_key, fingerprint, payload)
-                items = [item for key in sorted(slot.results) for item in slot.results[key]]
-                for item in self._filter_all(items):
-                    yield self._account(item)
+                results = slot.results
+                items = [item for key in sorted(results) for item in results[key]]
+                if study.filters:
+                    items = self._filter_all(items)
+                for item in items:
+                    if isinstance(item, Example):
+                        report.strategy(item.provenance.strategy).accepted += 1
+                    else:
+                        report.count_rejection(item)
+                    yield item
                 self.items_done += 1
                 self.last_id = slot.item_id
                 if bar is not None:
@@ -708,16 +715,18 @@ class StudyRun(Iterator[Example | Rejection]):
         return results
 
     def _filter_all(self, items: list[Example | Rejection]) -> list[Example | Rejection]:
-        """One record's results through the filters, in order; ``check_many`` when offered."""
-        out = list(items)
+        """One record's results through the filters, in order; ``check_many`` when offered.
+
+        Verdicts replace the examples in ``items``, which is returned."""
+        out, report = items, self.report
         for filt in self.study.filters:
             alive = [i for i, item in enumerate(out) if isinstance(item, Example)]
             if not alive:
                 break
             batch = [cast(Example, out[i]) for i in alive]
-            self.report.filters[filt.name].checked += len(batch)
+            report.filters[filt.name].checked += len(batch)
             for example in batch:
-                self.report.strategy(example.strategy).checked[filt.name] += 1
+                report.strategy(example.provenance.strategy).checked[filt.name] += 1
             many = getattr(filt, "check_many", None)
             try:
                 verdicts = list(many(batch)) if callable(many) else [filt.check(e) for e in batch]
@@ -732,13 +741,6 @@ class StudyRun(Iterator[Example | Rejection]):
             for i, verdict in zip(alive, verdicts, strict=True):
                 out[i] = verdict
         return out
-
-    def _account(self, item: Example | Rejection) -> Example | Rejection:
-        if isinstance(item, Example):
-            self.report.strategy(item.strategy).accepted += 1
-        else:
-            self.report.count_rejection(item)
-        return item
 
 
 def _render_rejection(record: Record, strategy: Strategy, exc: Exception) -> Rejection:
