@@ -10,10 +10,19 @@ from typing import Any
 
 from mstudy.jsoncodec import reusable
 
+_FLAT = frozenset({str, int, bool, type(None)})
+_STR = frozenset({str})
+
 
 def _canonical(value: Any) -> Any:
     """Reduce ``value`` to plain JSON types with a deterministic layout."""
     if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if (  # a flat record: string keys, and values that are their own canonical form
+        type(value) is dict
+        and _FLAT.issuperset(map(type, value.values()))
+        and _STR.issuperset(map(type, value))
+    ):
         return value
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):

@@ -113,12 +113,19 @@ def memo_prefix(teacher_fingerprint: str, strategies: Sequence[Strategy]) -> str
     return canonical_json([FORMAT, teacher_fingerprint, fingerprints, code])
 
 
+@lru_cache(maxsize=8)
+def _prefix_state(prefix: str) -> Any:
+    """SHA-256 state after ``prefix``, hashed once per study (callers copy it)."""
+    return hashlib.sha256(prefix.encode("utf-8"))
+
+
 def outcome_key(prefix: str, record: Record) -> str:
     """The key of ``record``'s outcome under a study's ``prefix``."""
-    digest = hashlib.sha256(prefix.encode("utf-8"))
+    digest = _prefix_state(prefix).copy()
     digest.update(b"\x00" + record.id.encode("utf-8") + b"\x00")
     digest.update(canonical_json(record.fields).encode("utf-8"))
-    return digest.hexdigest()[:32]
+    key: str = digest.hexdigest()[:32]
+    return key
 
 
 def encode(
@@ -187,14 +194,17 @@ def decode(
     for row in items:
         out: list[Example | Rejection] = []
         s_index = row[0]
+        common: tuple[str, str, str, dict[str, Any] | None] | None = None
         for v in row[2:]:
             kind = v[0]
             if kind == "e":
-                if shared is None:
-                    raise ValueError("this outcome was stored with shared values; pass them")
-                name, version, teacher, params = shared.strategies[s_index]
+                if common is None:
+                    if shared is None:
+                        raise ValueError("this outcome was stored with shared values; pass them")
+                    common = shared.strategies[s_index]
+                name, version, teacher, params = common
                 p = Provenance(
-                    record_id, name, version, v[3], teacher, dict(params or {}), v[4], v[5]
+                    record_id, name, version, v[3], teacher, dict(params or ()), v[4], v[5]
                 )
                 out.append(Example(v[1], v[2], p))
             elif kind == "E":

@@ -146,6 +146,19 @@ def test_example_row_carries_full_provenance() -> None:
         Example.from_completion(request, completion, {"provenance": 1})
 
 
+_flat = st.none() | st.booleans() | st.integers() | st.text() | st.floats()
+
+
+@given(st.dictionaries(st.text(), _flat | json_values, max_size=6))
+def test_canonical_json_of_a_flat_record_is_the_general_one(fields: dict[str, object]) -> None:
+    """Flat dicts (string keys, plain values) skip the general walk: same text either way."""
+    from types import MappingProxyType
+
+    from mstudy.hashing import canonical_json
+
+    assert canonical_json(fields) == canonical_json(MappingProxyType(fields))
+
+
 def test_stable_hash_handles_odd_values() -> None:
     assert stable_hash({"b": float("nan"), "a": b"\x00"}) == stable_hash(
         {"a": b"\x00", "b": float("nan")}
