@@ -31,7 +31,7 @@ import inspect
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +54,19 @@ if TYPE_CHECKING:
 FORMAT = "mstudy.outcome.v2"
 _JSON = reusable(json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 _PLAIN_SCALARS = (str, int, bool, type(None))
-_loads = json.JSONDecoder().decode
+_DECODER = json.JSONDecoder()
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _loads(payload: str) -> Any:
+    """``json.loads(payload)`` for the compact JSON ``encode`` writes, without the decoder's
+    white-space matching; anything else takes the full decoder (and its error)."""
+    try:
+        value, end = _scan(payload, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    return value if end == len(payload) else _DECODER.decode(payload)
+
 
 Results = dict[tuple[int, int], list[Example | Rejection]]
 

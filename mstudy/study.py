@@ -43,7 +43,7 @@ Source = Any
 WRITE_CHUNK = 256
 
 
-MEMO_LOOKAHEAD = 64
+MEMO_LOOKAHEAD = 256
 """Source items whose stored outcomes are looked up together (with a call cache)."""
 READY_CHUNK = 256
 """Decided records (nothing in flight) that are emitted before more of the source is read."""
@@ -550,14 +550,23 @@ class StudyRun(Iterator[Example | Rejection]):
                     slot.results[(-1, 0)] = [item]
                     slots.append(slot)
                     continue
+                if payload is not None:
+                    results, requests, cached_calls = memo.decode(payload, item.id, shared)
+                    slots.append(
+                        _Slot(
+                            item.id,
+                            item,
+                            sealed=True,
+                            results=results,
+                            requests=requests,
+                            memo_key=memo_key,
+                            memo_hit=True,
+                            cached_calls=cached_calls,
+                        )
+                    )
+                    continue
                 slot = _Slot(item.id, item, memo_key=memo_key)
                 slots.append(slot)
-                if payload is not None:
-                    slot.results, slot.requests, slot.cached_calls = memo.decode(
-                        payload, item.id, shared
-                    )
-                    slot.memo_hit = slot.sealed = True
-                    continue
                 entries: list[_Pending] = []
                 for s_index, strategy in enumerate(study.strategies):
                     try:

@@ -232,6 +232,30 @@ def test_values_json_would_change_are_not_memoised(value: Any) -> None:
     assert memo.encode(results, {}, []) is None
 
 
+_json_texts = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+).map(json.dumps)
+
+
+@given(
+    st.tuples(st.sampled_from(["", " ", "\n"]), _json_texts | st.text(max_size=12))
+    .map("".join)
+    .flatmap(lambda text: st.sampled_from([text, text + " ", text + "]", text[:-1]]))
+)
+def test_payloads_are_read_as_json_loads_reads_them(text: str) -> None:
+    """Outcomes are read with the JSON scanner alone; the result, or the error, is json's."""
+
+    def read(loads: Any) -> Any:
+        try:
+            return ("value", json.dumps(loads(text)))
+        except json.JSONDecodeError as exc:
+            return ("error", str(exc))
+
+    assert read(memo._loads) == read(json.loads)
+
+
 def test_outcome_payload_is_json(tmp_path: Path) -> None:
     run(tmp_path, "first")
     with CallCache(tmp_path / "calls.sqlite") as cache:
