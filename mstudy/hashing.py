@@ -31,7 +31,7 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if all(type(v) is str or type(v) is int for v in value):  # ids, names, indices
+        if _FLAT.issuperset(map(type, value)):  # ids, names, indices: their own canonical form
             return list(value)
         return [_canonical(v) for v in value]
     if isinstance(value, (bytes, bytearray)):

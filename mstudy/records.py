@@ -171,10 +171,12 @@ def _head_digest(messages: tuple[Message, ...]) -> Any:
     return digest
 
 
-_head_state = IdentityMemo(_head_digest)
+_head_state = IdentityMemo(_head_digest, by_items=True)
 """``_head_digest`` of a strategy's fixed turns, found by the identity of the messages first."""
-_params_bytes = IdentityMemo(lambda one: _params_json(one[0]))
-"""``_params_json`` of ``(params,)``, found by identity first."""
+_params_bytes = IdentityMemo(_params_json)
+"""``_params_json``, found by the identity of the params first."""
+_params_row = IdentityMemo(_params_dict)
+"""``_params_dict``, found by the identity of the params first (callers copy it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +208,7 @@ class Request:
         digest.update(f"prefill:{len(prefill)}:".encode())
         digest.update(prefill)
         object.__setattr__(self, "template_hash", digest.copy().hexdigest()[:16])
-        digest.update(_params_bytes((self.params,)))
+        digest.update(_params_bytes(self.params))
         digest.update(f"sample:{self.sample}".encode())
         object.__setattr__(self, "key", digest.hexdigest()[:32])
 
@@ -301,7 +303,7 @@ class Example:
             strategy_version=request.strategy_version,
             template_hash=request.template_hash,
             teacher=completion.teacher,
-            params=dict(_params_dict(request.params)),
+            params=dict(_params_row(request.params)),
             sample=request.sample,
             finish_reason=completion.finish_reason,
             source_ids=source_ids,

@@ -67,7 +67,7 @@ class _Slot:
     """Calls per strategy read back with a memoised outcome: (calls, prompt, completion tokens)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
     slot: _Slot
     s_index: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -157,6 +158,23 @@ def test_canonical_json_of_a_flat_record_is_the_general_one(fields: dict[str, ob
     from mstudy.hashing import canonical_json
 
     assert canonical_json(fields) == canonical_json(MappingProxyType(fields))
+
+
+_plain_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+).filter(lambda v: "NaN" not in json.dumps(v))
+
+
+@given(_plain_json)
+def test_canonical_json_of_plain_json_is_sorted_compact_json(value: object) -> None:
+    """Plain JSON values (the fast paths for flat dicts and lists included) hash as their
+    sorted, compact JSON text."""
+    from mstudy.hashing import canonical_json
+
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected
 
 
 def test_stable_hash_handles_odd_values() -> None:

@@ -140,5 +140,5 @@ def _words_before_last(messages: tuple[Message, ...]) -> int:
     return sum(len(m.content.split()) for m in messages)
 
 
-_fixed_turn_words = IdentityMemo(_words_before_last)
+_fixed_turn_words = IdentityMemo(_words_before_last, by_items=True)
 """``_words_before_last``, found by the identity of a strategy's fixed turns first."""
