@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from mstudy import memo
 from mstudy.budget import Budget, Estimate, count_prompt_tokens
@@ -29,7 +29,7 @@ from mstudy.errors import ConfigError, MstudyError, RecordError, TeacherError, T
 from mstudy.hashing import stable_hash
 from mstudy.interfaces import Filter, Sink, Strategy, Teacher
 from mstudy.records import Completion, Example, Record, Rejection, Request
-from mstudy.report import FilterStats, Report
+from mstudy.report import FilterStats, Report, StrategyStats
 from mstudy.sinks.base import BaseSink
 
 if TYPE_CHECKING:
@@ -629,7 +629,7 @@ class StudyRun(Iterator[Example | Rejection]):
                     items = self._filter_all(items)
                 for item in items:
                     if isinstance(item, Example):
-                        report.strategy(item.provenance.strategy).accepted += 1
+                        _stats(report, item).accepted += 1
                     else:
                         report.count_rejection(item)
                     yield item
@@ -724,32 +724,39 @@ class StudyRun(Iterator[Example | Rejection]):
         return results
 
     def _filter_all(self, items: list[Example | Rejection]) -> list[Example | Rejection]:
-        """One record's results through the filters, in order; ``check_many`` when offered.
-
-        Verdicts replace the examples in ``items``, which is returned."""
-        out, report = items, self.report
+        """One record's results through the filters, in order; ``check_many`` when offered."""
+        report = self.report
         for filt in self.study.filters:
-            alive = [i for i, item in enumerate(out) if isinstance(item, Example)]
-            if not alive:
+            batch = [item for item in items if isinstance(item, Example)]
+            if not batch:
                 break
-            batch = [cast(Example, out[i]) for i in alive]
-            report.filters[filt.name].checked += len(batch)
+            name = filt.name
+            report.filters[name].checked += len(batch)
             for example in batch:
-                report.strategy(example.provenance.strategy).checked[filt.name] += 1
+                _stats(report, example).checked[name] += 1
             many = getattr(filt, "check_many", None)
             try:
                 verdicts = list(many(batch)) if callable(many) else [filt.check(e) for e in batch]
                 if len(verdicts) != len(batch):
                     raise ValueError(f"{len(verdicts)} verdicts for {len(batch)} examples")
             except Exception as exc:  # a plugin's bug: reject what it saw, say why, go on
-                log.warning("filter %r failed: %r", filt.name, exc)
+                log.warning("filter %r failed: %r", name, exc)
                 verdicts = [
-                    e.reject(f"filter:{filt.name}", "filter error", f"{type(exc).__name__}: {exc}")
+                    e.reject(f"filter:{name}", "filter error", f"{type(exc).__name__}: {exc}")
                     for e in batch
                 ]
-            for i, verdict in zip(alive, verdicts, strict=True):
-                out[i] = verdict
-        return out
+            if len(batch) == len(items):
+                items = verdicts
+            else:  # verdicts take the examples' places; rejections stay where they were
+                given = iter(verdicts)
+                items = [next(given) if isinstance(item, Example) else item for item in items]
+        return items
+
+
+def _stats(report: Report, example: Example) -> StrategyStats:
+    """``report.strategy(example.strategy)``, by one dict lookup when it is there."""
+    name = example.provenance.strategy
+    return report.strategies.get(name) or report.strategy(name)
 
 
 def _render_rejection(record: Record, strategy: Strategy, exc: Exception) -> Rejection:

@@ -389,3 +389,37 @@ def test_funnel_and_batched_filters() -> None:
     assert len(report.rejections(strategy="paraphrase", reason="duplicate")) == 3
     assert report.rejections(stage="parse") == []
     assert report.to_dict()["strategies"]["paraphrase"]["funnel"][1]["checked"] == 30
+
+
+def test_filter_verdicts_keep_their_places_among_rejections() -> None:
+    """A record's rows come out in strategy and sample order; filters see only the examples
+    still alive, and each verdict takes its example's place."""
+    teacher = ScriptedTeacher(
+        {
+            "reverse": "{{ text }}",  # a copy of the source: rejected by the parser
+            "paraphrase": "{% if sample %}In other words, as the note says: {{ text }}"
+            "{% else %}So: {{ text }}{% endif %}",
+        }
+    )
+    dedup = ExactDedup()
+    study = Study(
+        teacher,
+        [Paraphrase(n=2, max_ratio=5), Reverse(prefill="")],
+        [LengthFilter(min_chars=40), dedup],
+    )
+    rows = list(study.stream(RECORDS[:3]))
+    stages = [
+        (
+            row.source_id,
+            row.stage if isinstance(row, Rejection) else f"kept {row.provenance.sample}",
+        )
+        for row in rows
+    ]
+    assert stages == [
+        (record["id"], stage)
+        for record in RECORDS[:3]
+        for stage in ("filter:length", "kept 1", "parse")
+    ]
+    assert study.last_report is not None
+    assert study.last_report.filters["length"].checked == 6
+    assert study.last_report.filters["dedup"].checked == 3
