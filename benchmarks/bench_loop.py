@@ -16,10 +16,12 @@ times (default 3, each round with a new cache) and the best time is kept, as ``t
 on a shared machine the slower rounds measure the neighbours.
 
 ``--rss`` instead runs the no-cache study in fresh processes at each ``--sizes`` and prints
-their peak RSS (memory must stay flat as the input grows).
+their peak RSS (memory must stay flat as the input grows). ``--parts`` splits a cached re-run's
+time per row: the same re-run without ``dedup``, without the JSONL sink, and without both.
 
     python benchmarks/bench_loop.py --records 20000 [--repeat 3]
     python benchmarks/bench_loop.py --rss --sizes 100000 1000000
+    python benchmarks/bench_loop.py --parts [--records 20000]
 """
 
 from __future__ import annotations
@@ -68,10 +70,11 @@ def rows(n: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def study(out: Path, cache: Path | None, filters: list[Any] | None = None) -> Study:
+def study(out: Path | None, cache: Path | None, filters: list[Any] | None = None) -> Study:
     strategies = [Explain(), Reverse(), Paraphrase(), ChainOfThought()]
     teacher = ScriptedTeacher(REPLIES)
-    return Study(teacher, strategies, filters or ["dedup"], sinks=[out], cache=cache)
+    filters = ["dedup"] if filters is None else filters
+    return Study(teacher, strategies, filters, sinks=[out] if out else [], cache=cache)
 
 
 def baseline(n: int, out: Path) -> float:
@@ -117,6 +120,33 @@ def throughput(n: int, repeat: int) -> None:
         print(f"| {label} | {seconds:.2f} | {rate:,.0f} | {calls:,} | {rate / base_rate:.2f}x |")
 
 
+def parts(n: int, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        study(folder / "warm.jsonl", folder / "warm.sqlite").run(rows(WARM_UP))
+        cache = folder / "calls.sqlite"
+        study(folder / "out.jsonl", cache).run(rows(n))  # fills the cache
+        runs: list[tuple[str, Path | None, list[Any]]] = [
+            ("cached re-run (dedup, JSONL sink)", folder / "out.jsonl", ["dedup"]),
+            ("without dedup", folder / "out.jsonl", []),
+            ("without the sink", None, ["dedup"]),
+            ("without both", None, []),
+        ]
+        best: dict[str, float] = {}
+        for _ in range(repeat):
+            for label, out, filters in runs:
+                start = time.perf_counter()
+                study(out, cache, filters).run(rows(n))
+                best[label] = min(best.get(label, float("inf")), time.perf_counter() - start)
+    full = best[runs[0][0]] / (4 * n) * 1e6
+    print(f"{n} records x 4 strategies, cached re-runs, one process, best of {repeat}")
+    print("| run | µs per output row | output rows/s | vs full |")
+    print("|---|---:|---:|---:|")
+    for label, seconds in best.items():
+        per_row = seconds / (4 * n) * 1e6
+        print(f"| {label} | {per_row:.1f} | {4 * n / seconds:,.0f} | {per_row / full:.2f}x |")
+
+
 def peak_rss(sizes: list[int]) -> None:
     print("| records | output rows | seconds | peak RSS (MB) | vs smallest |")
     print("|---:|---:|---:|---:|---:|")
@@ -153,12 +183,15 @@ def main() -> None:
     )
     parser.add_argument("--rss", action="store_true", help="peak RSS at each of --sizes")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--parts", action="store_true", help="split a cached re-run's time")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         child(args.child)
     elif args.rss:
         peak_rss(args.sizes)
+    elif args.parts:
+        parts(args.records, max(1, args.repeat))
     else:
         throughput(args.records, max(1, args.repeat))
 
