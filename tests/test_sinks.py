@@ -22,7 +22,7 @@ from mstudy.errors import SinkError
 from mstudy.interfaces import Sink
 from mstudy.records import Completion, Example, Message, Provenance, Request
 from mstudy.sinks.base import AtomicFile, BaseSink, partial_path
-from mstudy.sinks.jsonl import JSONLSink, _params_json, dumps_example, dumps_row
+from mstudy.sinks.jsonl import JSONLSink, _encoded_params, dumps_example, dumps_row
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -349,7 +349,7 @@ def test_generation_params_text_is_reused_only_when_exact(batches: list[dict[Any
             return repr(exc)
 
     for params in batches + [dict(reversed(p.items())) for p in batches] + batches:
-        assert text(_params_json, params) == text(_encode, params)
+        assert text(_encoded_params, params) == text(_encode, params)
 
 
 def test_jsonl_keeps_text_unescaped(tmp_path: Path) -> None:

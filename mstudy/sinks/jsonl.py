@@ -120,6 +120,7 @@ def dumps_row(row: Mapping[str, Any]) -> bytes:
 
 
 _quote = json.encoder.encode_basestring
+_STR = frozenset({str})
 
 
 def dumps_example(example: Example) -> bytes:
@@ -148,7 +149,7 @@ def dumps_example(example: Example) -> bytes:
             f'"provenance": {{"source_id": {source}, "source_ids": {ids}, '
             f'"strategy": {strategy}, "strategy_version": {_quote(p.strategy_version)}, '
             f'"template_hash": {_quote(p.template_hash)}, "teacher": {_quote(p.teacher)}, '
-            f'"params": {_params_json(p.params, p.strategy)}, "sample": {p.sample}, '
+            f'"params": {_encoded_params(p.params, p.strategy)}, "sample": {p.sample}, '
             f'"finish_reason": {_quote(p.finish_reason)}}}}}\n'
         )
         return text.encode("utf-8")
@@ -156,12 +157,11 @@ def dumps_example(example: Example) -> bytes:
         return dumps_row(example.to_row())
 
 
-_STR = frozenset({str})
 _KEPT_PARAMS = 256
-_params_text: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+_kept_params: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
 
 
-def _params_json(params: Mapping[str, Any], owner: str = "") -> str:
+def _encoded_params(params: Mapping[str, Any], owner: str = "") -> str:
     """``params`` encoded; the text of a recent equal value is reused where that is exact.
 
     Every example of a strategy (``owner``) carries the same generation params, each in a
@@ -174,15 +174,15 @@ def _params_json(params: Mapping[str, Any], owner: str = "") -> str:
     if type(params) is not dict:
         return _encode(params)
     shape = (owner, *params, *map(type, params.values()))
-    kept = _params_text.get(shape)
+    kept = _kept_params.get(shape)
     if kept is not None and kept[0] == params:
         return kept[1]
     text = _encode(params)
     if _settled(params):
-        if len(_params_text) >= _KEPT_PARAMS:
-            _params_text.clear()
+        if len(_kept_params) >= _KEPT_PARAMS:
+            _kept_params.clear()
         snapshot = {k: list(v) if type(v) is list else v for k, v in params.items()}
-        _params_text[shape] = (snapshot, text)
+        _kept_params[shape] = (snapshot, text)
     return text
 
 
