@@ -4,6 +4,8 @@
 
     MstudyError                      base of everything mstudy raises on purpose
     ├── ConfigError                  a study config (TOML or Python) is wrong; names the line/field
+    │   ├── FingerprintError         a component has no stable fingerprint (names the setting)
+    │   └── CapabilityError          a component lacks a capability the run needs
     ├── PluginError                  a plugin cannot be found or built
     │   ├── PluginNotFoundError      no plugin of that kind and name
     │   ├── AmbiguousPluginError     two distributions register one name; use ``dist:name``
@@ -47,10 +49,18 @@ class PluginLoadError(PluginError, ImportError):
 class RecordError(MstudyError, ValueError):
     """A source record cannot be used: missing field, wrong type, undecodable line."""
 
-    def __init__(self, message: str, *, record_id: str | None = None, field: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        record_id: str | None = None,
+        field: str | None = None,
+        reason: str | None = None,
+    ):
         super().__init__(message)
         self.record_id = record_id
         self.field = field
+        self.reason = reason
 
 
 class TemplateError(MstudyError, ValueError):
@@ -63,3 +73,24 @@ class TeacherError(MstudyError, RuntimeError):
 
 class SinkError(MstudyError, OSError):
     """A sink could not write or commit its output."""
+
+
+class FingerprintError(ConfigError):
+    """A component has no stable fingerprint: it declares none, and one of its public settings
+    holds a value that cannot be compared across processes. ``component`` names it and
+    ``attribute`` the setting."""
+
+    def __init__(self, message: str, *, component: str, attribute: str) -> None:
+        super().__init__(message)
+        self.component = component
+        self.attribute = attribute
+
+
+class CapabilityError(ConfigError):
+    """A component lacks a capability the run needs (a stateful filter that cannot save its
+    state, in a journaled run). ``component`` names it; ``missing`` lists the methods."""
+
+    def __init__(self, message: str, *, component: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.component = component
+        self.missing = missing

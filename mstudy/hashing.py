@@ -8,8 +8,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from mstudy.jsoncodec import reusable
-
 _FLAT = frozenset({str, int, bool, type(None)})
 _STR = frozenset({str})
 
@@ -44,10 +42,9 @@ def _canonical(value: Any) -> Any:
     return {"__repr__": f"{type(value).__module__}.{type(value).__qualname__}", "value": str(value)}
 
 
-_ENCODER = json.JSONEncoder(
+_encode = json.JSONEncoder(
     sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-)
-_encode = reusable(_ENCODER)
+).encode
 
 
 def canonical_json(value: Any) -> str:

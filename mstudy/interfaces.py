@@ -1,17 +1,21 @@
-"""The four interfaces of mstudy, as structural protocols: no base class is required.
+"""The four interfaces of mstudy and its optional capabilities, as structural protocols.
 
 A third-party object that has the right attributes and methods plugs in as it is; the helper
 classes in :mod:`mstudy.strategies.base`, :mod:`mstudy.filters.base` and
-:mod:`mstudy.sinks.base` only save typing.
+:mod:`mstudy.sinks.base` only save typing. Every optional hook (a filter's state, a batch
+check, a teacher's token counter, a declared fingerprint) is a protocol of its own below,
+checked with ``isinstance`` where it is used; :data:`CAPABILITIES` lists them per kind, and the
+plugin registry checks plugins against :data:`CORE`.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
-from mstudy.records import Completion, Example, Record, Rejection, Request
+from mstudy.records import Completion, Example, GenerationParams, Record, Rejection, Request
 
 
 @runtime_checkable
@@ -71,7 +75,13 @@ class Filter(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
-    """Stores rows. ``close`` commits them; ``abort`` leaves nothing that looks complete."""
+    """Stores rows. ``close`` commits them; ``abort`` leaves nothing that looks complete.
+
+    ``write`` receives flat, JSON-ready dicts: :meth:`Example.to_row
+    <mstudy.records.Example.to_row>` for accepted rows, :meth:`Rejection.to_row
+    <mstudy.records.Rejection.to_row>` for a rejects sink. Every sink, built in or not, gets
+    exactly these.
+    """
 
     def write(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
@@ -87,3 +97,155 @@ class Sink(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+# -- optional capabilities ----------------------------------------------------------------
+# Each is checked with ``isinstance`` where it is used; nothing is found by ``getattr``.
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """Declares what about it changes outputs, as a stable string (never a secret).
+
+    A strategy or filter without one is fingerprinted from its declared settings (see
+    :func:`mstudy.fingerprints.fingerprint`); a teacher must have one.
+    """
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
+@runtime_checkable
+class Resettable(Protocol):
+    """Keeps state over the stream (what it saw); ``reset`` forgets it. A study resets each
+    such filter at the start of every run."""
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class Stateful(Resettable, Protocol):
+    """State that survives a resumed run: ``get_state`` returns a JSON value (dicts, lists,
+    strings, finite numbers, booleans, None) and ``set_state`` takes it back after a JSON round
+    trip. A journaled study refuses a :class:`Resettable` filter that is not ``Stateful``."""
+
+    def get_state(self) -> Any: ...
+
+    def set_state(self, state: Any) -> None: ...
+
+
+@runtime_checkable
+class BatchFilter(Protocol):
+    """Checks one record's examples in one call; the verdicts are those ``check`` would give
+    one by one, in order."""
+
+    def check_many(self, examples: Sequence[Example]) -> Sequence[Example | Rejection]: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Counts a request's prompt tokens exactly (a local tokenizer), for dry runs and budgets."""
+
+    def count_prompt_tokens(self, request: Request) -> int: ...
+
+
+@runtime_checkable
+class Memoizable(Protocol):
+    """A strategy whose outcome for a record depends on the record and its settings alone, and
+    whose verdicts are the same on every run (``memoizable`` is ``True``): a re-run with a call
+    cache reads the outcome back instead of parsing again (:mod:`mstudy.memo`)."""
+
+    memoizable: bool
+
+
+@runtime_checkable
+class Parametrised(Protocol):
+    """A strategy whose requests all share one set of generation params (``params``); the
+    outcome memo stores them once per strategy instead of once per example."""
+
+    params: GenerationParams
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """Holds resources (a model, a connection pool, temporary files) that ``close`` frees."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Preparable(Protocol):
+    """A sink whose commit can be split: ``prepare`` does everything that can fail (flush,
+    convert, check), so that ``close`` afterwards only publishes. A study prepares every such
+    sink before it closes any, so one failing sink leaves no other committed."""
+
+    def prepare(self) -> None: ...
+
+
+CORE: dict[str, type] = {
+    "teachers": Teacher,
+    "strategies": Strategy,
+    "filters": Filter,
+    "sinks": Sink,
+}
+"""The protocol a plugin of each kind must satisfy."""
+
+CAPABILITIES: dict[str, tuple[type, ...]] = {
+    "teachers": (TokenCounter, Closable),
+    "strategies": (Fingerprinted, Memoizable, Parametrised),
+    "filters": (Fingerprinted, Resettable, Stateful, BatchFilter, Closable),
+    "sinks": (Preparable,),
+}
+"""The optional capabilities a component of each kind may declare."""
+
+_PROTOCOL_MACHINERY = frozenset({"__init__", "__subclasshook__", "__class_getitem__"})
+
+
+def members(protocol: type) -> tuple[str, ...]:
+    """The attributes and methods ``protocol`` asks for, in the order it declares them."""
+    names: list[str] = []
+    for cls in reversed(protocol.__mro__):
+        if cls.__module__ in ("builtins", "typing", "typing_extensions", "abc"):
+            continue
+        declared = [*inspect.get_annotations(cls), *vars(cls)]
+        for name in declared:
+            value = vars(cls).get(name)
+            public = not name.startswith("_")
+            dunder_method = name.startswith("__") and callable(value)
+            if name in _PROTOCOL_MACHINERY or not (public or dunder_method):
+                continue
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def missing_members(component: object, protocol: type) -> list[str]:
+    """The members of ``protocol`` that ``component`` lacks (empty when it satisfies it)."""
+    return [name for name in members(protocol) if not hasattr(component, name)]
+
+
+def declared_capabilities(component: object, kind: str) -> list[str]:
+    """The names of the optional capabilities ``component`` (a plugin of ``kind``) declares."""
+    return [cap.__name__ for cap in CAPABILITIES[kind] if isinstance(component, cap)]
+
+
+__all__ = [
+    "CAPABILITIES",
+    "CORE",
+    "BatchFilter",
+    "Closable",
+    "Filter",
+    "Fingerprinted",
+    "Memoizable",
+    "Parametrised",
+    "Preparable",
+    "Resettable",
+    "Sink",
+    "Stateful",
+    "Strategy",
+    "Teacher",
+    "TokenCounter",
+    "declared_capabilities",
+    "members",
+    "missing_members",
+]

@@ -19,9 +19,24 @@ JSON unchanged (tuples, non-string keys, NaN, other types) leave the record unme
 
 What every example of a strategy shares (its name and version, the teacher, the generation
 params, the record's id) is not repeated in each payload: :class:`Shared` takes it from the
-study, and an example that matches it is stored as its id, fields, template hash, sample and
-finish reason alone. The key already holds the teacher's and the strategies' fingerprints, so
-a payload is only ever read back under the same shared values.
+study, and an example that matches it is stored without a ``provenance`` member. The key
+already holds the teacher's and the strategies' fingerprints, so a payload is only ever read
+back under the same shared values.
+
+A payload is a JSON object of this documented, versioned form (``FORMAT``)::
+
+    {"format": "mstudy.outcome.v3",
+     "results": [{"strategy": 0, "request": 1, "items": [ITEM, ...]}, ...],
+     "requests": {"reverse": 2, ...},
+     "calls": [{"strategy": "reverse", "finish_reason": "stop",
+                "prompt_tokens": 40, "completion_tokens": 12}, ...]}
+
+    ITEM = {"example": {"id", "fields", "template_hash", "sample", "finish_reason",
+                        "provenance"?: {the Provenance fields, when not the shared ones}}}
+         | {"rejection": {the Rejection fields}}
+
+``request`` is -1 for a strategy's render rejection. A payload of another format is not read:
+the record is parsed afresh from the cached calls.
 """
 
 from __future__ import annotations
@@ -31,13 +46,13 @@ import inspect
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mstudy.hashing import canonical_json
-from mstudy.jsoncodec import reusable
+from mstudy.interfaces import Fingerprinted, Memoizable, Parametrised
 from mstudy.records import (
     Completion,
     Example,
@@ -45,28 +60,14 @@ from mstudy.records import (
     Provenance,
     Record,
     Rejection,
-    _params_dict,
 )
 
 if TYPE_CHECKING:
     from mstudy.interfaces import Strategy
 
-FORMAT = "mstudy.outcome.v2"
-_JSON = reusable(json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+FORMAT = "mstudy.outcome.v3"
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _PLAIN_SCALARS = (str, int, bool, type(None))
-_DECODER = json.JSONDecoder()
-_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
-
-
-def _loads(payload: str) -> Any:
-    """``json.loads(payload)`` for the compact JSON ``encode`` writes, without the decoder's
-    white-space matching; anything else takes the full decoder (and its error)."""
-    try:
-        value, end = _scan(payload, 0)
-    except (StopIteration, ValueError):
-        end = -1
-    return value if end == len(payload) else _DECODER.decode(payload)
-
 
 Results = dict[tuple[int, int], list[Example | Rejection]]
 
@@ -80,13 +81,13 @@ class Shared:
     def __init__(self, teacher_fingerprint: str, strategies: Sequence[Strategy]) -> None:
         self.strategies: list[tuple[str, str, str, dict[str, Any] | None]] = []
         for strategy in strategies:
-            params = getattr(strategy, "params", None)
+            params = strategy.params if isinstance(strategy, Parametrised) else None
             self.strategies.append(
                 (
                     strategy.name,
                     str(strategy.version),
                     teacher_fingerprint,
-                    _params_dict(params) if isinstance(params, GenerationParams) else None,
+                    params.to_dict() if isinstance(params, GenerationParams) else None,
                 )
             )
 
@@ -104,12 +105,26 @@ class Shared:
             and provenance.params == params
         )
 
+    def provenance(self, s_index: int, record_id: str, entry: dict[str, Any]) -> Provenance:
+        """The provenance of a stored example that left out the shared values."""
+        name, version, teacher, params = self.strategies[s_index]
+        return Provenance(
+            record_id,
+            name,
+            version,
+            entry["template_hash"],
+            teacher,
+            dict(params or ()),
+            entry["sample"],
+            entry["finish_reason"],
+        )
+
 
 def memo_prefix(teacher_fingerprint: str, strategies: Sequence[Strategy]) -> str | None:
     """The part of every outcome key that the study fixes; None when a strategy opts out."""
-    if not strategies or not all(getattr(s, "memoizable", False) for s in strategies):
+    if not strategies or not all(isinstance(s, Memoizable) and s.memoizable for s in strategies):
         return None
-    fingerprints = [getattr(s, "fingerprint", None) for s in strategies]
+    fingerprints = [s.fingerprint if isinstance(s, Fingerprinted) else None for s in strategies]
     if not all(isinstance(f, str) for f in fingerprints):
         return None
     classes = {cls for s in strategies for cls in type(s).__mro__ if cls is not object}
@@ -147,102 +162,132 @@ def encode(
     record_id: str = "",
     shared: Shared | None = None,
 ) -> str | None:
-    """A record's outcome as JSON; None when it must not be stored (a failed call, a value
-    that JSON would change). Examples that match ``shared`` for ``record_id`` are stored
-    without the shared values; :func:`decode` needs the same two to read them back."""
+    """A record's outcome as a payload (see the module doc); None when it must not be stored
+    (a failed call, a value that JSON would change). Examples that match ``shared`` for
+    ``record_id`` leave out the shared values; :func:`decode` needs the same two."""
     if any(not c.ok for _, c in completions):
         return None
-    items: list[Any] = []
+    rows: list[dict[str, Any]] = []
     for (s_index, r_index), found in results.items():
-        row: list[Any] = [s_index, r_index]
+        items: list[dict[str, Any]] = []
         for item in found:
-            if isinstance(item, Example):
-                p = item.provenance
-                entry = ["e", item.id, item.fields, p.template_hash, p.sample, p.finish_reason]
-                if shared is None or not shared.matches(s_index, record_id, p):
-                    entry[0] = "E"
-                    entry += [
-                        p.source_id,
-                        p.strategy,
-                        p.strategy_version,
-                        p.teacher,
-                        dict(p.params),
-                        list(p.source_ids),
-                    ]
-                row.append(entry)
-            else:
+            if isinstance(item, Rejection):
                 if item.stage == "teacher":
                     return None
-                row.append(
-                    [
-                        "r",
-                        item.source_id,
-                        item.stage,
-                        item.reason,
-                        item.detail,
-                        item.strategy,
-                        item.field,
-                        None if item.row is None else dict(item.row),
-                    ]
-                )
-        items.append(row)
+                items.append({"rejection": item.to_row()})
+                continue
+            p = item.provenance
+            entry: dict[str, Any] = {
+                "id": item.id,
+                "fields": item.fields,
+                "template_hash": p.template_hash,
+                "sample": p.sample,
+                "finish_reason": p.finish_reason,
+            }
+            if shared is None or not shared.matches(s_index, record_id, p):
+                entry["provenance"] = {
+                    "source_id": p.source_id,
+                    "strategy": p.strategy,
+                    "strategy_version": p.strategy_version,
+                    "teacher": p.teacher,
+                    "params": dict(p.params),
+                    "source_ids": list(p.source_ids),
+                }
+            items.append({"example": entry})
+        rows.append({"strategy": s_index, "request": r_index, "items": items})
     calls = [
-        [name, c.finish_reason, c.prompt_tokens, c.completion_tokens] for name, c in completions
+        {
+            "strategy": name,
+            "finish_reason": c.finish_reason,
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+        }
+        for name, c in completions
     ]
-    payload = [items, requests, calls]
+    payload = {"format": FORMAT, "results": rows, "requests": requests, "calls": calls}
     if not _plain(payload):
         return None
-    return _JSON(payload)
+    text: str = _dumps(payload)
+    return text
 
 
 def decode(
     payload: str, record_id: str = "", shared: Shared | None = None
-) -> tuple[Results, dict[str, int], dict[str, tuple[int, int, int]]]:
+) -> tuple[Results, dict[str, int], dict[str, tuple[int, int, int]]] | None:
     """The outcome ``encode`` stored: results, requests per strategy, and the calls per
-    strategy as ``(calls, prompt_tokens, completion_tokens)``, all of them cached now.
-    ``record_id`` and ``shared`` must be those it was encoded with."""
-    items, requests, calls = _loads(payload)
+    strategy as ``(calls, prompt_tokens, completion_tokens)``, all of them cached now; None
+    for a payload of another format. ``record_id`` and ``shared`` must be those it was
+    encoded with."""
+    data = json.loads(payload)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return None
     results: Results = {}
-    for row in items:
+    for row in data["results"]:
+        s_index = row["strategy"]
         out: list[Example | Rejection] = []
-        s_index = row[0]
-        common: tuple[str, str, str, dict[str, Any] | None] | None = None
-        for v in row[2:]:
-            kind = v[0]
-            if kind == "e":
-                if common is None:
-                    if shared is None:
-                        raise ValueError("this outcome was stored with shared values; pass them")
-                    common = shared.strategies[s_index]
-                name, version, teacher, params = common
-                p = Provenance(
-                    record_id, name, version, v[3], teacher, dict(params or ()), v[4], v[5]
+        for item in row["items"]:
+            entry = item.get("example")
+            if entry is None:
+                r = item["rejection"]
+                out.append(
+                    Rejection(
+                        r["source_id"],
+                        r["stage"],
+                        r["reason"],
+                        r["detail"],
+                        r["strategy"],
+                        r["field"],
+                        r["row"],
+                    )
                 )
-                out.append(Example(v[1], v[2], p))
-            elif kind == "E":
-                p = Provenance(v[6], v[7], v[8], v[3], v[9], v[10], v[4], v[5], tuple(v[11]))
-                out.append(Example(v[1], v[2], p))
+                continue
+            own = entry.get("provenance")
+            if own is None:
+                if shared is None:
+                    raise ValueError("this outcome was stored with shared values; pass them")
+                provenance = shared.provenance(s_index, record_id, entry)
             else:
-                out.append(Rejection(v[1], v[2], v[3], v[4], v[5], v[6], v[7]))
-        results[(s_index, row[1])] = out
+                provenance = Provenance(
+                    own["source_id"],
+                    own["strategy"],
+                    own["strategy_version"],
+                    entry["template_hash"],
+                    own["teacher"],
+                    own["params"],
+                    entry["sample"],
+                    entry["finish_reason"],
+                    tuple(own["source_ids"]),
+                )
+            out.append(Example(entry["id"], entry["fields"], provenance))
+        results[(s_index, row["request"])] = out
     totals: dict[str, tuple[int, int, int]] = {}
-    for name, _finish, prompt, completion in calls:
+    for call in data["calls"]:
+        name = call["strategy"]
         n, p_sum, c_sum = totals.get(name, (0, 0, 0))
-        totals[name] = (n + 1, p_sum + prompt, c_sum + completion)
-    return results, requests, totals
+        totals[name] = (n + 1, p_sum + call["prompt_tokens"], c_sum + call["completion_tokens"])
+    return results, data["requests"], totals
 
 
 def _plain(value: Any) -> bool:
-    """Whether JSON gives ``value`` back unchanged (lists, str-keyed dicts, finite numbers)."""
-    if isinstance(value, _PLAIN_SCALARS):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if type(value) is list:
-        return all(_plain(v) for v in value)
-    if type(value) is dict:
-        return all(type(k) is str and _plain(v) for k, v in value.items())
-    return False
+    """Whether JSON gives ``value`` back unchanged (lists, str-keyed dicts, finite numbers),
+    checked without recursion (a deeply nested field must not end the run)."""
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, _PLAIN_SCALARS):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return False
+        elif type(value) is list:
+            stack.extend(value)
+        elif type(value) is dict:
+            if not all(type(k) is str for k in value):
+                return False
+            stack.extend(value.values())
+        else:
+            return False
+    return True
 
 
 @lru_cache(maxsize=16)

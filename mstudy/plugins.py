@@ -32,6 +32,7 @@ from mstudy.errors import (
     PluginLoadError,
     PluginNotFoundError,
 )
+from mstudy.interfaces import CORE, missing_members
 
 KINDS: tuple[str, ...] = ("teachers", "strategies", "filters", "sinks")
 """The plugin kinds; each is the entry-point group ``mstudy.<kind>``."""
@@ -39,13 +40,6 @@ KINDS: tuple[str, ...] = ("teachers", "strategies", "filters", "sinks")
 _SINGULAR = {"teachers": "teacher", "strategies": "strategy", "filters": "filter", "sinks": "sink"}
 _KIND_ALIASES = {**{k: k for k in KINDS}, **{v: k for k, v in _SINGULAR.items()}}
 # The members of each protocol in mstudy.interfaces that a created object must have.
-_MEMBERS = {
-    "teachers": ("name", "fingerprint", "generate"),
-    "strategies": ("name", "version", "requests", "parse"),
-    "filters": ("name", "check"),
-    "sinks": ("write", "close", "abort", "__enter__", "__exit__"),
-}
-
 
 class ParameterError(ConfigError):
     """:func:`create` was given parameters the plugin does not take.
@@ -363,7 +357,7 @@ def create(kind: str, spec: str | object, /, **params: Any) -> object:
         )
     else:
         result = obj
-    missing = [m for m in _MEMBERS[kind] if not hasattr(result, m)]
+    missing = missing_members(result, CORE[kind])
     if missing:
         raise PluginError(
             f"{label} built a {type(result).__name__}, which is not a {singular}: "

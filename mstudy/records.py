@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from mstudy.errors import RecordError
 from mstudy.hashing import canonical_json, stable_hash
-from mstudy.identity import IdentityMemo
 
 FinishReason = Literal["stop", "length", "error"]
 RESERVED_COLUMNS = frozenset({"id", "source_id", "strategy", "provenance"})
@@ -65,6 +64,7 @@ class Record:
                 f"record {self.id!r}: missing field {name!r} (fields present: {available})",
                 record_id=self.id,
                 field=name,
+                reason="missing field",
             )
         value = self.fields[name]
         if not isinstance(value, str):
@@ -171,14 +171,6 @@ def _head_digest(messages: tuple[Message, ...]) -> Any:
     return digest
 
 
-_head_state = IdentityMemo(_head_digest, by_items=True)
-"""``_head_digest`` of a strategy's fixed turns, found by the identity of the messages first."""
-_params_bytes = IdentityMemo(_params_json)
-"""``_params_json``, found by the identity of the params first."""
-_params_row = IdentityMemo(_params_dict)
-"""``_params_dict``, found by the identity of the params first (callers copy it)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Request:
     """A chat request to a teacher, for one sample of one record under one strategy.
@@ -201,14 +193,14 @@ class Request:
     template_hash: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        digest = _head_state(self.messages[:-1]).copy()
+        digest = _head_digest(self.messages[:-1]).copy()
         for message in self.messages[-1:]:
             _digest_message(digest, message)
         prefill = b"-" if self.prefill is None else b"+" + self.prefill.encode("utf-8")
         digest.update(f"prefill:{len(prefill)}:".encode())
         digest.update(prefill)
         object.__setattr__(self, "template_hash", digest.copy().hexdigest()[:16])
-        digest.update(_params_bytes(self.params))
+        digest.update(_params_json(self.params))
         digest.update(f"sample:{self.sample}".encode())
         object.__setattr__(self, "key", digest.hexdigest()[:32])
 
@@ -303,7 +295,7 @@ class Example:
             strategy_version=request.strategy_version,
             template_hash=request.template_hash,
             teacher=completion.teacher,
-            params=dict(_params_row(request.params)),
+            params=dict(_params_dict(request.params)),
             sample=request.sample,
             finish_reason=completion.finish_reason,
             source_ids=source_ids,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import pickle
@@ -108,23 +109,27 @@ def example(text: str, strategy: str = "paraphrase") -> Example:
     return Example.from_completion(request, Completion(request.key, text), {"text": text})
 
 
-def test_dedup_state_round_trips_bytes_and_old_list_form(tmp_path: Path) -> None:
+def test_dedup_state_round_trips_through_json(tmp_path: Path) -> None:
     f = ExactDedup(max_memory_mb=0.0005, temp_dir=tmp_path)
     texts = [f"fact number {i % 70}" for i in range(200)]
     verdicts = [f.reason(example(t)) is None for t in texts[:100]]
     assert f._seen().runs  # spilled
-    state = pickle.loads(pickle.dumps(f.get_state()))
-    assert isinstance(state, bytes) and len(state) == 8 * 70
-    old_form = np.frombuffer(state, "<u8").tolist()
-    for restored in (state, old_form):
-        g = ExactDedup(max_memory_mb=0.0005, temp_dir=tmp_path)
-        g.set_state(restored)
-        assert [g.reason(example(t)) is None for t in texts[100:]] == [False] * 100
-        g.reset()
+    state = json.loads(json.dumps(f.get_state()))  # what a journal's checkpoint gives back
+    raw = base64.b64decode(state["hashes"])
+    assert len(raw) == 8 * 70 and sorted(np.frombuffer(raw, "<u8")) == list(
+        np.frombuffer(raw, "<u8")
+    )
+    g = ExactDedup(max_memory_mb=0.0005, temp_dir=tmp_path)
+    g.set_state(state)
+    assert [g.reason(example(t)) is None for t in texts[100:]] == [False] * 100
+    g.reset()
     assert verdicts == [True] * 70 + [False] * 30
     f.reset()
     assert list(tmp_path.iterdir()) == []
-    assert ExactDedup().get_state() == b""
+    empty = ExactDedup().get_state()
+    assert base64.b64decode(empty["hashes"]) == b""
+    with pytest.raises(ValueError, match="format"):
+        ExactDedup().set_state(b"\x00" * 8)  # the pickled form of older versions
 
 
 def rows(path: Path) -> list[dict[str, object]]:
@@ -198,7 +203,7 @@ def test_dedup_pickles_and_copies_with_what_it_saw(tmp_path: Path) -> None:
         assert clone.reason(example("fact 7")) is not None
         assert clone.reason(example("fact 70")) is None
         clone.reset()
-    assert pickle.loads(pickle.dumps(ExactDedup())).get_state() == b""
+    assert pickle.loads(pickle.dumps(ExactDedup())).get_state() == ExactDedup().get_state()
     f.reset()
     assert list(tmp_path.iterdir()) == []
 

@@ -85,8 +85,8 @@ _turns = st.lists(
 def test_request_keys_depend_on_content_not_on_objects(
     conversations: list[list[tuple[str, str]]], temperature: float
 ) -> None:
-    """Keys are found by the identity of a strategy's messages first; they must be the keys
-    of the content, whether the objects are shared, fresh, or seen for the first time."""
+    """Keys are the keys of the content, whether the objects are shared, fresh, or seen for
+    the first time (the digest of fixed turns is cached by content)."""
     from mstudy import records
 
     def fresh(turns: list[tuple[str, str]]) -> tuple[Message, ...]:
@@ -95,12 +95,10 @@ def test_request_keys_depend_on_content_not_on_objects(
     params = GenerationParams(temperature=temperature)
     shared = [fresh(turns) for turns in conversations]
     once = [Request(m, params).key for m in shared]
-    again = [Request(m, params).key for m in shared]  # found by identity now
+    again = [Request(m, params).key for m in shared]  # found in the cache now
     copied = [
         Request(fresh(t), GenerationParams(temperature=temperature)).key for t in conversations
     ]
-    records._head_state.clear()
-    records._params_bytes.clear()
     records._head_digest.cache_clear()
     records._params_json.cache_clear()
     first = [

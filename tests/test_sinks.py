@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from mstudy.errors import SinkError
 from mstudy.interfaces import Sink
-from mstudy.records import Completion, Example, Message, Provenance, Request
+from mstudy.records import Completion, Example, Message, Request
 from mstudy.sinks.base import AtomicFile, BaseSink, partial_path
-from mstudy.sinks.jsonl import JSONLSink, _encoded_params, dumps_example, dumps_row
+from mstudy.sinks.jsonl import JSONLSink, dumps_row
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -291,65 +291,6 @@ def test_jsonl_round_trip(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     data = target.read_bytes()
     assert data.count(b"\n") == len(rows)  # one line per row, whatever the text holds
     assert [json.loads(line) for line in data.split(b"\n")[:-1]] == rows
-
-
-_odd_values = _values | st.sampled_from(
-    [float("nan"), float("-inf"), b"\xff", {2, 1}, ("t", 1), "a\udc80b", object, -0.0]
-)
-_field_names = _text | st.sampled_from(["id", "strategy", "provenance", 1, True, None, 2.5])
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    example_id=_text,
-    fields=st.dictionaries(_field_names, _odd_values, max_size=4),
-    strings=st.lists(_text, min_size=6, max_size=6),
-    params=st.dictionaries(_text, _odd_values, max_size=3),
-    sample=st.integers() | st.booleans(),
-    source_ids=st.lists(_text, max_size=2).map(tuple),
-)
-def test_an_example_is_written_as_its_row_would_be(
-    example_id: str,
-    fields: dict[Any, Any],
-    strings: list[str],
-    params: dict[str, Any],
-    sample: int,
-    source_ids: tuple[str, ...],
-) -> None:
-    """The JSONL sink writes an Example without building its row: the bytes are the same."""
-    source, strategy, version, template, teacher, finish = strings
-    provenance = Provenance(
-        source, strategy, version, template, teacher, params, sample, finish, source_ids
-    )
-    example = Example(example_id, fields, provenance)
-    assert dumps_example(example) == dumps_row(example.to_row())
-
-
-_near_values = st.sampled_from(
-    [1, True, 1.0, 0, False, 0.0, -0.0, None, "1", float("nan"), ["a"], ("a",), [1], [True]]
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    batches=st.lists(
-        st.dictionaries(st.sampled_from(["seed", "top_p", 1, True]), _near_values, max_size=3),
-        max_size=8,
-    )
-)
-def test_generation_params_text_is_reused_only_when_exact(batches: list[dict[Any, Any]]) -> None:
-    """Params that are equal but written differently (1 and True, 0.0 and -0.0, key order)
-    never get each other's kept text."""
-    from mstudy.sinks.jsonl import _encode
-
-    def text(encode: Any, params: dict[Any, Any]) -> str:
-        try:
-            return str(encode(params))
-        except ValueError as exc:  # NaN: both refuse it
-            return repr(exc)
-
-    for params in batches + [dict(reversed(p.items())) for p in batches] + batches:
-        assert text(_encoded_params, params) == text(_encode, params)
 
 
 def test_jsonl_keeps_text_unescaped(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mstudy.filters.minhash import _EMPTY_TOKEN, _mix, token_hashes
+from mstudy.hashing import stable_hash
 from mstudy.records import Example, Record, Rejection
 from mstudy.text import normalize
 
@@ -193,6 +194,20 @@ class Decontaminate:
         self._index: dict[int, tuple[U64, I64, I64]] = {}
         self._row_ids: list[list[str]] = [[row_id for row_id, _ in s.rows] for s in self.sets]
         self._build()
+
+    @property
+    def fingerprint(self) -> str:
+        """The settings and evaluation rows that change verdicts (not the run's counts)."""
+        return stable_hash(
+            {
+                "class": "mstudy.filters.decontaminate.Decontaminate",
+                "n": self.n,
+                "fields": list(self.fields),
+                "min_tokens": self.min_tokens,
+                "min_matches": self.min_matches,
+                "sets": [[s.name, [list(row) for row in s.rows]] for s in self.sets],
+            }
+        )
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s.name}: {len(s.rows)}" for s in self.sets)

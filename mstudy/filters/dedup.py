@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,9 @@ from mstudy.text import normalize
 
 if TYPE_CHECKING:
     from mstudy.filters.hashset import HashSet
+
+
+_STATE_FORMAT = "mstudy.dedup.v1"
 
 
 class ExactDedup(RowFilter):
@@ -69,22 +73,21 @@ class ExactDedup(RowFilter):
 
     close = reset
 
-    def get_state(self) -> bytes:
-        """The hashes seen so far, sorted, as little-endian uint64 bytes (for a checkpoint)."""
-        if self._set is None:
-            return b""
-        return self._set.to_array().astype("<u8").tobytes()
+    def get_state(self) -> dict[str, Any]:
+        """The hashes seen so far, sorted, as base64 of little-endian uint64 (a JSON value)."""
+        raw = b"" if self._set is None else self._set.to_array().astype("<u8").tobytes()
+        return {"format": _STATE_FORMAT, "hashes": base64.b64encode(raw).decode("ascii")}
 
-    def set_state(self, state: bytes | Iterable[int] | Any) -> None:
-        """Restore :meth:`get_state`'s bytes (or a list of hashes, the older form)."""
+    def set_state(self, state: Any) -> None:
+        """Restore :meth:`get_state`'s value."""
         import numpy as np
 
+        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+            raise ValueError(f"dedup: not a saved state of format {_STATE_FORMAT!r}")
         seen = self._seen()
         seen.clear()
-        if isinstance(state, (bytes, bytearray, memoryview)):
-            seen.update(np.frombuffer(state, dtype="<u8").astype(np.uint64))
-        else:
-            seen.update(state)
+        raw = base64.b64decode(state["hashes"])
+        seen.update(np.frombuffer(raw, dtype="<u8").astype(np.uint64))
 
     def __getstate__(self) -> dict[str, Any]:  # picklable and deep-copyable, as with a set
         return {**self.__dict__, "_set": self.get_state() if self._set is not None else None}

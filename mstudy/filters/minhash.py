@@ -20,14 +20,17 @@ gives the same verdicts on every run and machine.
 
 from __future__ import annotations
 
+import base64
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from mstudy.hashing import stable_hash
 from mstudy.records import Example, Rejection
 
 __all__ = [
@@ -47,6 +50,7 @@ _CHUNK_ELEMENTS = 1 << 20  # shingles x permutations computed at once (4 MiB of 
 _BATCH = 512  # texts hashed together by check_many
 _EMPTY_TOKEN = 0x9E3779B97F4A7C15  # stands for the single "token" of an empty text
 _word_table: npt.NDArray[np.bool_] | None = None
+_STATE_FORMAT = "mstudy.near_dedup.v1"
 
 
 def _word_chars() -> npt.NDArray[np.bool_]:
@@ -524,6 +528,66 @@ class NearDedup:
             return None
         return docs[best], float(similarity[best])
 
+    @property
+    def fingerprint(self) -> str:
+        """The settings that change verdicts (the hasher follows from them)."""
+        return stable_hash(
+            {
+                "class": "mstudy.filters.minhash.NearDedup",
+                "threshold": self.threshold,
+                "num_perm": self.num_perm,
+                "ngram": self.ngram,
+                "unit": self.unit,
+                "bands": self.bands,
+                "rows": self.rows,
+                "verify": self.verify,
+                "field": self.field,
+                "scope": self.scope,
+                "max_docs": self.max_docs,
+                "seed": self.seed,
+            }
+        )
+
     def reset(self) -> None:
         """Forget every kept example."""
         self._indexes.clear()
+
+    def get_state(self) -> dict[str, Any]:
+        """The kept examples per scope (ids and signatures, oldest first), as JSON values."""
+        scopes: dict[str, Any] = {}
+        for scope, index in self._indexes.items():
+            ids: list[str] = []
+            rows: list[U32] = []
+            for number in sorted(index.chunks):
+                chunk = index.chunks[number]
+                ids.extend(chunk.ids)
+                rows.append(chunk.sigs[: len(chunk.ids)])
+            sigs = np.concatenate(rows) if rows else np.empty((0, self.num_perm), np.uint32)
+            scopes[scope] = {
+                "oldest": index.oldest,
+                "ids": ids,
+                "signatures": base64.b64encode(sigs.astype("<u4").tobytes()).decode("ascii"),
+            }
+        return {"format": _STATE_FORMAT, "num_perm": self.num_perm, "scopes": scopes}
+
+    def set_state(self, state: Any) -> None:
+        """Restore :meth:`get_state`'s value: the same examples kept, the same verdicts next."""
+        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+            raise ValueError(f"near_dedup: not a saved state of format {_STATE_FORMAT!r}")
+        if state.get("num_perm") != self.num_perm:
+            raise ValueError(
+                f"near_dedup: the state has num_perm={state.get('num_perm')}, "
+                f"this filter {self.num_perm}"
+            )
+        self._indexes.clear()
+        for scope, saved in state["scopes"].items():
+            raw = np.frombuffer(base64.b64decode(saved["signatures"]), dtype="<u4")
+            sigs = raw.astype(np.uint32).reshape(-1, self.num_perm)
+            ids = list(saved["ids"])
+            if len(ids) != len(sigs):
+                raise ValueError(f"near_dedup: {len(ids)} ids for {len(sigs)} signatures")
+            index = self._indexes[scope] = _Index(self.num_perm, self.bands, self.max_docs)
+            index.next = index.oldest = int(saved["oldest"])
+            keys = self.band_keys(sigs) if len(sigs) else np.empty((0, self.bands), np.uint64)
+            for i, example_id in enumerate(ids):
+                index.insert(keys[i].tolist(), keys[i], sigs[i], example_id)

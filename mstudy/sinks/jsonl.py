@@ -10,16 +10,14 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any
 
-from mstudy.jsoncodec import reusable
-from mstudy.records import RESERVED_COLUMNS, Example
-from mstudy.sinks.base import AtomicFile, BaseSink, _as_row
+from mstudy.sinks.base import AtomicFile, BaseSink
 
-__all__ = ["JSONLSink", "dumps_example", "dumps_row", "to_jsonable"]
+__all__ = ["JSONLSink", "dumps_row", "to_jsonable"]
 
 
 def _json_default(value: Any) -> Any:
@@ -97,8 +95,7 @@ def _key(key: Any) -> str:
     return plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False)
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default)
-_encode = reusable(_ENCODER)
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default).encode
 
 
 def dumps_row(row: Mapping[str, Any]) -> bytes:
@@ -119,91 +116,6 @@ def dumps_row(row: Mapping[str, Any]) -> bytes:
         return json.dumps(json.loads(text), ensure_ascii=True).encode("ascii") + b"\n"
 
 
-_quote = json.encoder.encode_basestring
-_STR = frozenset({str})
-
-
-def dumps_example(example: Example) -> bytes:
-    """``dumps_row(example.to_row())``, byte for byte, without building the row's dicts.
-
-    The row's columns are written around the example's own encoded fields. Anything the
-    direct path does not cover (a field named like a column, a non-string key or id, a
-    value the encoder rejects) takes ``dumps_row``.
-    """
-    fields, p = example.fields, example.provenance
-    if (
-        type(fields) is not dict
-        or not RESERVED_COLUMNS.isdisjoint(fields)
-        or not _STR.issuperset(map(type, fields))
-        or type(p.sample) is not int
-    ):
-        return dumps_row(example.to_row())
-    try:
-        own = _encode(fields)[1:-1]
-        source = _quote(p.source_id)
-        strategy = _quote(p.strategy)
-        ids = _encode(list(p.source_ids)) if p.source_ids else f"[{source}]"
-        text = (
-            f'{{"id": {_quote(example.id)}, "source_id": {source}, "strategy": {strategy}, '
-            f"{own}{', ' if own else ''}"
-            f'"provenance": {{"source_id": {source}, "source_ids": {ids}, '
-            f'"strategy": {strategy}, "strategy_version": {_quote(p.strategy_version)}, '
-            f'"template_hash": {_quote(p.template_hash)}, "teacher": {_quote(p.teacher)}, '
-            f'"params": {_encoded_params(p.params, p.strategy)}, "sample": {p.sample}, '
-            f'"finish_reason": {_quote(p.finish_reason)}}}}}\n'
-        )
-        return text.encode("utf-8")
-    except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
-        return dumps_row(example.to_row())
-
-
-_KEPT_PARAMS = 256
-_kept_params: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
-
-
-def _encoded_params(params: Mapping[str, Any], owner: str = "") -> str:
-    """``params`` encoded; the text of a recent equal value is reused where that is exact.
-
-    Every example of a strategy (``owner``) carries the same generation params, each in a
-    dict of its own. A kept text is reused for a dict with the same owner, the same keys in
-    the same order, values of the same types, and equal values; it is kept only for values
-    whose equality implies an equal encoding (strings, ints, bools, None, finite non-zero
-    floats, lists of strings): ``1 == True`` and ``0.0 == -0.0`` are equal but are written
-    differently.
-    """
-    if type(params) is not dict:
-        return _encode(params)
-    shape = (owner, *params, *map(type, params.values()))
-    kept = _kept_params.get(shape)
-    if kept is not None and kept[0] == params:
-        return kept[1]
-    text = _encode(params)
-    if _settled(params):
-        if len(_kept_params) >= _KEPT_PARAMS:
-            _kept_params.clear()
-        snapshot = {k: list(v) if type(v) is list else v for k, v in params.items()}
-        _kept_params[shape] = (snapshot, text)
-    return text
-
-
-def _settled(params: dict[Any, Any]) -> bool:
-    """Whether every dict equal to ``params`` with the same key order and value types is
-    encoded as ``params`` is."""
-    for key, value in params.items():
-        kind = type(value)
-        if type(key) is not str:
-            return False
-        if kind is float:
-            if value == 0 or not math.isfinite(value):
-                return False
-        elif kind is list or kind is tuple:
-            if not all(type(item) is str for item in value):
-                return False
-        elif kind is not str and kind is not int and kind is not bool and value is not None:
-            return False
-    return True
-
-
 class JSONLSink(BaseSink):
     """Writes rows as JSON Lines to ``path``, atomically replacing it on ``close()``.
 
@@ -220,14 +132,8 @@ class JSONLSink(BaseSink):
     def _describe(self) -> str:
         return str(self.path)
 
-    def _batch(self, rows: Iterable[Any]) -> list[Any]:
-        # Examples stay as they are: dumps_example writes them without a row dict
-        return [row if type(row) is Example else _as_row(row, i) for i, row in enumerate(rows)]
-
-    def _write(self, rows: list[Any]) -> None:
-        self._file.write(
-            b"".join(dumps_example(row) if type(row) is Example else dumps_row(row) for row in rows)
-        )
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        self._file.write(b"".join(map(dumps_row, rows)))
 
     def _commit(self) -> None:
         self._file.commit()

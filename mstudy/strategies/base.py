@@ -115,6 +115,7 @@ class TemplateStrategy:
             self.params = GenerationParams.from_mapping(merged)
         self.accept_truncated = accept_truncated
         self.max_input_chars = max_input_chars
+        self._turns: tuple[Message, ...] | None = None
 
     # -- identity -------------------------------------------------------------------------
 
@@ -166,26 +167,21 @@ class TemplateStrategy:
         """System message, few-shot turns, then the user turn for ``variables``."""
         out: list[Message] = []
         if self._system:
-            system = render(self._system, variables)
-            last: Message | None = getattr(self, "_system_message", None)
-            if last is None or last.content != system:  # the same object while it is unchanged
-                last = self._system_message = Message("system", system)
-            out.append(last)
+            out.append(Message("system", render(self._system, variables)))
         out.extend(self._few_shot_turns())
         out.append(Message("user", render(self._template, variables)))
         return tuple(out)
 
     def _few_shot_turns(self) -> tuple[Message, ...]:
         """The few-shot turns, rendered once: they do not depend on the record."""
-        turns: tuple[Message, ...] | None = getattr(self, "_turns", None)
-        if turns is None:
+        if self._turns is None:
             built: list[Message] = []
             for shot_vars, reply in self._examples:
                 full = {**dict.fromkeys(self.optional_roles), **shot_vars}
                 built.append(Message("user", render(self._template, full)))
                 built.append(Message("assistant", reply))
-            turns = self._turns = tuple(built)
-        return turns
+            self._turns = tuple(built)
+        return self._turns
 
     def requests(self, record: Record) -> list[Request]:
         """One request per sample for ``record``; RecordError when a needed field is unusable."""

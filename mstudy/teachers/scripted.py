@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 
 from mstudy.hashing import stable_hash
-from mstudy.identity import IdentityMemo
 from mstudy.records import Completion, Message, Request
 from mstudy.templates import render
 
@@ -87,7 +86,7 @@ class ScriptedTeacher:
     def complete(self, request: Request) -> Completion:
         """The scripted completion of one request."""
         self.calls += 1
-        prompt_tokens = _fixed_turn_words(request.messages[:-1]) + sum(
+        prompt_tokens = _words_before_last(request.messages[:-1]) + sum(
             len(m.content.split()) for m in request.messages[-1:]
         )
         try:
@@ -139,6 +138,3 @@ def _words_before_last(messages: tuple[Message, ...]) -> int:
     few-shot turns, which every request of a strategy repeats."""
     return sum(len(m.content.split()) for m in messages)
 
-
-_fixed_turn_words = IdentityMemo(_words_before_last, by_items=True)
-"""``_words_before_last``, found by the identity of a strategy's fixed turns first."""

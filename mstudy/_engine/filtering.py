@@ -1,0 +1,70 @@
+"""Filtering: one record's results through the filters, in order.
+
+Each filter sees the examples still accepted, in stream order; its verdicts take their
+places and earlier rejections stay where they were. A :class:`~mstudy.interfaces.BatchFilter`
+gets them in one call. A filter that fails rejects what it was shown, with the error as
+detail, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mstudy.interfaces import BatchFilter, Filter
+from mstudy.records import Example, Rejection
+from mstudy.report import Report
+
+log = logging.getLogger("mstudy")
+
+Item = Example | Rejection
+
+
+class FilterChain:
+    """The study's filters, counting what each one sees into the report."""
+
+    __slots__ = ("_filters", "_report")
+
+    def __init__(self, filters: Sequence[Filter], report: Report) -> None:
+        self._filters = [(f, isinstance(f, BatchFilter)) for f in filters]
+        self._report = report
+
+    def __bool__(self) -> bool:
+        return bool(self._filters)
+
+    def apply(self, items: list[Item]) -> list[Item]:
+        """``items`` with each example replaced by the filters' verdict on it."""
+        for filt, batched in self._filters:
+            examples = [item for item in items if isinstance(item, Example)]
+            if not examples:
+                break
+            self._count(filt.name, examples)
+            verdicts = _verdicts(filt, batched, examples)
+            if len(examples) == len(items):
+                items = verdicts
+            else:  # verdicts take the examples' places; rejections stay where they were
+                given = iter(verdicts)
+                items = [next(given) if isinstance(item, Example) else item for item in items]
+        return items
+
+    def _count(self, name: str, examples: list[Example]) -> None:
+        report = self._report
+        report.filters[name].checked += len(examples)
+        for example in examples:
+            report.strategy(example.strategy).checked[name] += 1
+
+
+def _verdicts(filt: Filter, batched: bool, examples: list[Example]) -> list[Item]:
+    try:
+        if batched:
+            assert isinstance(filt, BatchFilter)
+            verdicts = list(filt.check_many(examples))
+        else:
+            verdicts = [filt.check(example) for example in examples]
+        if len(verdicts) != len(examples):
+            raise ValueError(f"{len(verdicts)} verdicts for {len(examples)} examples")
+    except Exception as exc:  # a plugin's bug: reject what it saw, say why, go on
+        log.warning("filter %r failed: %r", filt.name, exc)
+        detail = f"{type(exc).__name__}: {exc}"
+        return [e.reject(f"filter:{filt.name}", "filter error", detail) for e in examples]
+    return verdicts

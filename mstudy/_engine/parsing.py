@@ -1,0 +1,42 @@
+"""Parsing: a completion becomes the Examples and Rejections of its request.
+
+A strategy that raises on one reply (its own error, or a plugin's bug) rejects that reply at
+stage ``parse``; the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mstudy.errors import MstudyError
+from mstudy.records import Completion, Example, Rejection
+
+from .slots import Pending
+
+log = logging.getLogger("mstudy")
+
+
+def parse(entry: Pending, completion: Completion) -> list[Example | Rejection]:
+    """What ``entry``'s strategy makes of ``completion``."""
+    strategy = entry.strategy
+    try:
+        return list(strategy.parse(entry.record, entry.request, completion))
+    except MstudyError as exc:
+        detail = str(exc)
+    except Exception as exc:  # a plugin's bug must not sink the whole run unseen
+        log.warning("strategy %r failed to parse a completion: %r", strategy.name, exc)
+        detail = f"{type(exc).__name__}: {exc}"
+    return [Rejection(entry.record.id, "parse", "parser error", detail, strategy.name)]
+
+
+def unanswered(entry: Pending) -> list[Example | Rejection]:
+    """The rejection of a request the teacher returned nothing for."""
+    return [
+        Rejection(
+            entry.request.source_id,
+            "teacher",
+            "no completion",
+            "the teacher returned nothing for this request",
+            entry.strategy.name,
+        )
+    ]

@@ -1,0 +1,263 @@
+"""``StudyRun``: one pass of a study over a source, the stages chained top to bottom.
+
+:meth:`StudyRun._run` asks the teacher for completions, round after round, over the
+requests :meth:`_requests` admits; each completion is parsed into its record's slot
+(:meth:`_receive`); finished records leave the window in source order (:meth:`_emit`) and
+are filtered, counted and handed on (:meth:`_decide`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from mstudy.errors import TeacherError
+from mstudy.records import Completion, Example, Rejection, Request
+from mstudy.report import FilterStats, Report
+
+from .filtering import FilterChain
+from .outcomes import Outcomes
+from .parsing import parse, unanswered
+from .progress import Progress
+from .reading import Item, read_items
+from .rendering import render
+from .slots import Pending, Slot
+from .window import Window
+
+if TYPE_CHECKING:
+    from mstudy.study import Study
+
+LOOKAHEAD = 256
+"""Source items looked up in the outcome memo together."""
+READY_CHUNK = 256
+"""Finished records (nothing in flight) handed on before more of the source is read."""
+COMMIT_EVERY = 0.5
+"""Seconds between commits of the call cache: a kill loses at most this much paid work."""
+
+
+class StudyRun(Iterator[Example | Rejection]):
+    """One pass of a study over a source: iterate it for Examples and Rejections.
+
+    ``skip``/``skip_last_id`` resume a journaled run after the items it already decided;
+    ``report`` carries its counts on.
+    """
+
+    def __init__(
+        self,
+        study: Study,
+        source: Any,
+        *,
+        limit: int | None = None,
+        skip: int = 0,
+        skip_last_id: str | None = None,
+        report: Report | None = None,
+    ) -> None:
+        self.study = study
+        self.source = source
+        self.limit = limit
+        self.skip = skip
+        self.skip_last_id = skip_last_id
+        self.items_done = skip
+        self.last_id: str | None = skip_last_id
+        self.report = report if report is not None else Report()
+        self.stop_reason: str | None = None
+        """Set when the run stopped before the end of the source (a spent budget)."""
+        self.on_boundary: Callable[[], None] | None = None
+        """Called between two source items, when everything before is yielded and consumed."""
+        study.last_report = self.report
+        for strategy in study.strategies:
+            self.report.strategy(strategy.name)
+        for filt in study.filters:
+            self.report.filters.setdefault(filt.name, FilterStats())
+        self._teacher_fingerprint = study.teacher.fingerprint
+        self._window = Window()
+        self._filters = FilterChain(study.filters, self.report)
+        self._outcomes = Outcomes.of(study.cache, self._teacher_fingerprint, study.strategies)
+        self._ahead: deque[tuple[Item, str | None, Slot | None]] = deque()
+        self._exhausted = False
+        self._committed_at = time.monotonic()
+        self._items = self._run()
+
+    def __iter__(self) -> StudyRun:
+        return self
+
+    def __next__(self) -> Example | Rejection:
+        return next(self._items)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> Iterator[Example | Rejection]:
+        """Rounds of teacher calls until the source is done or the budget is spent."""
+        report = self.report
+        self._source = read_items(
+            self.source,
+            id_field=self.study.id_field,
+            limit=self.limit,
+            skip=self.skip,
+            skip_last_id=self.skip_last_id,
+        )
+        self._progress = Progress(self.study.progress, self.source, self.limit, self.skip, report)
+        try:
+            while self.stop_reason is None and not self._exhausted:
+                yield from self._round()
+            if self.stop_reason is not None:
+                report.note = f"stopped early: {self.stop_reason}"
+                report.finish("stopped")
+            else:
+                report.finish("done")
+        except GeneratorExit:
+            report.finish("stopped")
+            raise
+        except BaseException:
+            report.finish("failed")
+            raise
+        finally:
+            self._commit_cache()
+            self._progress.close()
+
+    def _round(self) -> Iterator[Example | Rejection]:
+        """One ``generate`` call over the requests the window admits; records are handed on
+        as they finish. Requests the teacher never answered are rejected at the end."""
+        completions = self.study.teacher.generate(self._requests())
+        for completion in completions:
+            self._receive(completion)
+            if self._window.head_finished:
+                yield from self._emit()
+            if self.stop_reason is not None:
+                if isinstance(completions, Generator):
+                    completions.close()
+                return
+        for entry in self._window.unanswered():
+            entry.complete(unanswered(entry), None)
+        self._commit_cache()
+        yield from self._emit()
+
+    # -- admitting records ----------------------------------------------------------------
+
+    def _requests(self) -> Iterator[Request]:
+        """Requests for the teacher, record by record; stops early when too many records
+        wait in the window, or when all of them are finished (so they are handed on)."""
+        window, backlog = self._window, self.study.max_backlog
+        while len(window) < backlog:
+            if not window.waiting and len(window) >= READY_CHUNK:
+                return
+            slot, entries = self._admit()
+            if slot is None:
+                self._exhausted = True
+                return
+            window.add(slot)
+            to_send = [request for request in map(window.send, entries) if request is not None]
+            slot.sealed = True
+            yield from to_send
+
+    def _admit(self) -> tuple[Slot | None, list[Pending]]:
+        """The next source item's slot and its requests not answered by the call cache."""
+        if not self._ahead:
+            self._read_ahead()
+            if not self._ahead:
+                return None, []
+        item, outcome_key, stored = self._ahead.popleft()
+        if isinstance(item, Rejection):
+            return Slot.rejected(item), []
+        if stored is not None:
+            return stored, []
+        slot, entries = render(item, self.study.strategies)
+        slot.outcome_key = outcome_key
+        return slot, self._answer_from_cache(entries)
+
+    def _read_ahead(self) -> None:
+        """Read the next source item; with an outcome memo, the next ``LOOKAHEAD`` items,
+        looked up together. (Without one, nothing is read before the teacher asks.)"""
+        if self._outcomes is None:
+            self._ahead.extend((item, None, None) for item in itertools.islice(self._source, 1))
+            return
+        chunk = list(itertools.islice(self._source, LOOKAHEAD))
+        self._ahead.extend(self._outcomes.look_up(chunk))
+
+    def _answer_from_cache(self, entries: list[Pending]) -> list[Pending]:
+        """Complete the entries whose calls are stored; the others, still to ask."""
+        cache = self.study.cache
+        if cache is None or not entries:
+            return entries
+        hits = cache.get_many(self._teacher_fingerprint, [e.request.key for e in entries])
+        if not hits:
+            return entries
+        rest = []
+        for entry in entries:
+            hit = hits.get(entry.request.key)
+            if hit is None:
+                rest.append(entry)
+            else:
+                entry.complete(parse(entry, hit), hit)
+        return rest
+
+    # -- receiving completions ------------------------------------------------------------
+
+    def _receive(self, completion: Completion) -> None:
+        """Store ``completion`` in the call cache and parse it for every entry waiting."""
+        entries = self._window.answer(completion.key)
+        if entries is None:
+            raise TeacherError(
+                f"teacher {self.study.teacher.name!r} returned a completion for an "
+                f"unknown request key {completion.key!r}"
+            )
+        cache = self.study.cache
+        if cache is not None:
+            cache.put(self._teacher_fingerprint, completion)
+            if time.monotonic() - self._committed_at >= COMMIT_EVERY:
+                self._commit_cache()
+        for entry in entries:
+            entry.complete(parse(entry, completion), completion)
+
+    def _commit_cache(self) -> None:
+        if self.study.cache is not None:
+            self.study.cache.commit()
+        self._committed_at = time.monotonic()
+
+    # -- handing records on ---------------------------------------------------------------
+
+    def _emit(self) -> Iterator[Example | Rejection]:
+        """Finished records from the window's head, in source order, until the budget is
+        spent; ``on_boundary`` runs before each (everything earlier is consumed by then)."""
+        window, budget = self._window, self.study.budget
+        while window.head_finished:
+            if budget is not None and self.stop_reason is None:
+                report = self.report
+                self.stop_reason = budget.exceeded(
+                    report.spent_prompt_tokens, report.spent_completion_tokens
+                )
+            if self.stop_reason is not None:
+                return
+            if self.on_boundary is not None:
+                self.on_boundary()
+            yield from self._decide(window.pop())
+
+    def _decide(self, slot: Slot) -> Iterator[Example | Rejection]:
+        """Count a finished record, store its outcome, filter its results and hand them on."""
+        report = self.report
+        if slot.record is not None:
+            report.records += 1
+        for name, count in slot.requests.items():
+            report.strategy(name).requests += count
+        for name, completion in slot.completions:
+            report.count_completion(name, completion)
+        if slot.cached_calls:
+            report.count_cached(slot.cached_calls)
+        if self._outcomes is not None:
+            self._outcomes.store(slot)
+        results = slot.results
+        items = [item for key in sorted(results) for item in results[key]]
+        if self._filters:
+            items = self._filters.apply(items)
+        for item in items:
+            if isinstance(item, Example):
+                report.strategy(item.strategy).accepted += 1
+            else:
+                report.count_rejection(item)
+            yield item
+        self.items_done += 1
+        self.last_id = slot.item_id
+        self._progress.advance()
