@@ -28,8 +28,7 @@ A payload is a JSON object of this documented, versioned form (``FORMAT``)::
     {"format": "mstudy.outcome.v3",
      "results": [{"strategy": 0, "request": 1, "items": [ITEM, ...]}, ...],
      "requests": {"reverse": 2, ...},
-     "calls": [{"strategy": "reverse", "finish_reason": "stop",
-                "prompt_tokens": 40, "completion_tokens": 12}, ...]}
+     "calls": {"reverse": {"calls": 2, "prompt_tokens": 80, "completion_tokens": 24}, ...}}
 
     ITEM = {"example": {"id", "fields", "template_hash", "sample", "finish_reason",
                         "provenance"?: {the Provenance fields, when not the shared ones}}}
@@ -195,15 +194,14 @@ def encode(
                 }
             items.append({"example": entry})
         rows.append({"strategy": s_index, "request": r_index, "items": items})
-    calls = [
-        {
-            "strategy": name,
-            "finish_reason": c.finish_reason,
-            "prompt_tokens": c.prompt_tokens,
-            "completion_tokens": c.completion_tokens,
-        }
-        for name, c in completions
-    ]
+    calls: dict[str, dict[str, int]] = {}
+    for name, c in completions:
+        total = calls.get(name)
+        if total is None:
+            total = calls[name] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        total["calls"] += 1
+        total["prompt_tokens"] += c.prompt_tokens
+        total["completion_tokens"] += c.completion_tokens
     payload = {"format": FORMAT, "results": rows, "requests": requests, "calls": calls}
     if not _plain(payload):
         return None
@@ -260,11 +258,10 @@ def decode(
                 )
             out.append(Example(entry["id"], entry["fields"], provenance))
         results[(s_index, row["request"])] = out
-    totals: dict[str, tuple[int, int, int]] = {}
-    for call in data["calls"]:
-        name = call["strategy"]
-        n, p_sum, c_sum = totals.get(name, (0, 0, 0))
-        totals[name] = (n + 1, p_sum + call["prompt_tokens"], c_sum + call["completion_tokens"])
+    totals = {
+        name: (call["calls"], call["prompt_tokens"], call["completion_tokens"])
+        for name, call in data["calls"].items()
+    }
     return results, data["requests"], totals
 
 

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from mstudy.errors import RecordError
 from mstudy.hashing import canonical_json, stable_hash
@@ -87,9 +87,8 @@ class Record:
         return value
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One chat message."""
+class Message(NamedTuple):
+    """One chat message (immutable; compared and hashed by its content)."""
 
     role: Literal["system", "user", "assistant"]
     content: str
@@ -107,6 +106,9 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    _dict: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
+    _canonical: bytes = field(init=False, repr=False, compare=False, hash=False)
+    """The canonical JSON that request keys hash, computed once."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -119,15 +121,19 @@ class GenerationParams:
             object.__setattr__(self, "stop", (self.stop,))
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
+        as_dict = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
             "stop": list(self.stop),
         }
+        object.__setattr__(self, "_dict", as_dict)
+        object.__setattr__(self, "_canonical", canonical_json(as_dict).encode("utf-8"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The params as a new plain dict (the form provenance and JSON rows carry)."""
+        return {**self._dict, "stop": list(self.stop)}
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> GenerationParams:
@@ -142,17 +148,6 @@ class GenerationParams:
                 f"accepted: {', '.join(sorted(known))}"
             )
         return cls(**dict(data))
-
-
-@lru_cache(maxsize=256)
-def _params_dict(params: GenerationParams) -> dict[str, Any]:
-    """``params.to_dict()``, computed once per params (callers copy it)."""
-    return params.to_dict()
-
-
-@lru_cache(maxsize=256)
-def _params_json(params: GenerationParams) -> bytes:
-    return canonical_json(_params_dict(params)).encode("utf-8")
 
 
 def _digest_message(digest: Any, message: Message) -> None:
@@ -200,7 +195,7 @@ class Request:
         digest.update(f"prefill:{len(prefill)}:".encode())
         digest.update(prefill)
         object.__setattr__(self, "template_hash", digest.copy().hexdigest()[:16])
-        digest.update(_params_json(self.params))
+        digest.update(self.params._canonical)
         digest.update(f"sample:{self.sample}".encode())
         object.__setattr__(self, "key", digest.hexdigest()[:32])
 
@@ -295,7 +290,7 @@ class Example:
             strategy_version=request.strategy_version,
             template_hash=request.template_hash,
             teacher=completion.teacher,
-            params=dict(_params_dict(request.params)),
+            params=request.params.to_dict(),
             sample=request.sample,
             finish_reason=completion.finish_reason,
             source_ids=source_ids,

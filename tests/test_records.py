@@ -100,7 +100,6 @@ def test_request_keys_depend_on_content_not_on_objects(
         Request(fresh(t), GenerationParams(temperature=temperature)).key for t in conversations
     ]
     records._head_digest.cache_clear()
-    records._params_json.cache_clear()
     first = [
         Request(fresh(t), GenerationParams(temperature=temperature)).key for t in conversations
     ]

@@ -9,7 +9,7 @@ detail, and the run goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mstudy.interfaces import BatchFilter, Filter
 from mstudy.records import Example, Rejection
@@ -26,7 +26,7 @@ class FilterChain:
     __slots__ = ("_filters", "_report")
 
     def __init__(self, filters: Sequence[Filter], report: Report) -> None:
-        self._filters = [(f, isinstance(f, BatchFilter)) for f in filters]
+        self._filters = [(f, _checker(f)) for f in filters]
         self._report = report
 
     def __bool__(self) -> bool:
@@ -34,12 +34,12 @@ class FilterChain:
 
     def apply(self, items: list[Item]) -> list[Item]:
         """``items`` with each example replaced by the filters' verdict on it."""
-        for filt, batched in self._filters:
+        for filt, check in self._filters:
             examples = [item for item in items if isinstance(item, Example)]
             if not examples:
                 break
             self._count(filt.name, examples)
-            verdicts = _verdicts(filt, batched, examples)
+            verdicts = _verdicts(filt.name, check, examples)
             if len(examples) == len(items):
                 items = verdicts
             else:  # verdicts take the examples' places; rejections stay where they were
@@ -54,17 +54,24 @@ class FilterChain:
             report.strategy(example.strategy).checked[name] += 1
 
 
-def _verdicts(filt: Filter, batched: bool, examples: list[Example]) -> list[Item]:
+Checker = Callable[[list[Example]], Sequence[Item]]
+
+
+def _checker(filt: Filter) -> Checker:
+    """How ``filt`` checks one record's examples: ``check_many`` when it is a BatchFilter."""
+    if isinstance(filt, BatchFilter):
+        return filt.check_many
+    check = filt.check
+    return lambda examples: [check(example) for example in examples]
+
+
+def _verdicts(name: str, check: Checker, examples: list[Example]) -> list[Item]:
     try:
-        if batched:
-            assert isinstance(filt, BatchFilter)
-            verdicts = list(filt.check_many(examples))
-        else:
-            verdicts = [filt.check(example) for example in examples]
+        verdicts = list(check(examples))
         if len(verdicts) != len(examples):
             raise ValueError(f"{len(verdicts)} verdicts for {len(examples)} examples")
     except Exception as exc:  # a plugin's bug: reject what it saw, say why, go on
-        log.warning("filter %r failed: %r", filt.name, exc)
+        log.warning("filter %r failed: %r", name, exc)
         detail = f"{type(exc).__name__}: {exc}"
-        return [e.reject(f"filter:{filt.name}", "filter error", detail) for e in examples]
+        return [e.reject(f"filter:{name}", "filter error", detail) for e in examples]
     return verdicts

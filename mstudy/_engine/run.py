@@ -9,7 +9,6 @@ are filtered, counted and handed on (:meth:`_decide`).
 from __future__ import annotations
 
 import itertools
-import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -34,8 +33,6 @@ LOOKAHEAD = 256
 """Source items looked up in the outcome memo together."""
 READY_CHUNK = 256
 """Finished records (nothing in flight) handed on before more of the source is read."""
-COMMIT_EVERY = 0.5
-"""Seconds between commits of the call cache: a kill loses at most this much paid work."""
 
 
 class StudyRun(Iterator[Example | Rejection]):
@@ -78,7 +75,6 @@ class StudyRun(Iterator[Example | Rejection]):
         self._outcomes = Outcomes.of(study.cache, self._teacher_fingerprint, study.strategies)
         self._ahead: deque[tuple[Item, str | None, Slot | None]] = deque()
         self._exhausted = False
-        self._committed_at = time.monotonic()
         self._items = self._run()
 
     def __iter__(self) -> StudyRun:
@@ -205,17 +201,14 @@ class StudyRun(Iterator[Example | Rejection]):
                 f"unknown request key {completion.key!r}"
             )
         cache = self.study.cache
-        if cache is not None:
+        if cache is not None:  # committed within a second (CallCache.commit_seconds)
             cache.put(self._teacher_fingerprint, completion)
-            if time.monotonic() - self._committed_at >= COMMIT_EVERY:
-                self._commit_cache()
         for entry in entries:
             entry.complete(parse(entry, completion), completion)
 
     def _commit_cache(self) -> None:
         if self.study.cache is not None:
             self.study.cache.commit()
-        self._committed_at = time.monotonic()
 
     # -- handing records on ---------------------------------------------------------------
 

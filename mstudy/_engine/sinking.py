@@ -74,7 +74,8 @@ class SinkSet:
     def add(self, item: Example | Rejection) -> None:
         """One decided row: accepted rows to the sinks, rejections to the rejects sink."""
         if isinstance(item, Example):
-            self.add_row("accepted", item.to_row())
+            if self._sinks:
+                self.add_row("accepted", item.to_row())
         elif self._rejects is not None:
             self.add_row("rejects", item.to_row())
 

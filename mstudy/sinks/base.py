@@ -196,6 +196,9 @@ class AtomicFile:
             self.partial.unlink()
 
 
+_STR_KEYS = frozenset({str})
+
+
 def _as_row(item: Any, position: int) -> dict[str, Any]:
     row = item
     if not isinstance(row, Mapping):
@@ -203,7 +206,7 @@ def _as_row(item: Any, position: int) -> dict[str, Any]:
         row = to_row() if callable(to_row) else None
     if isinstance(row, Mapping):
         out = dict(row)
-        if all(type(key) is str for key in out):
+        if _STR_KEYS.issuperset(map(type, out)):
             return out
         return {str(key): value for key, value in out.items()}
     raise SinkError(f"row {position} is a {type(item).__name__}, not a mapping of columns")
