@@ -21,7 +21,9 @@ from mstudy._version import __version__
 from mstudy.budget import Budget, Estimate
 from mstudy.errors import (
     AmbiguousPluginError,
+    CapabilityError,
     ConfigError,
+    FingerprintError,
     MstudyError,
     PluginError,
     PluginLoadError,
@@ -84,6 +86,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AmbiguousPluginError",
     "Budget",
+    "CapabilityError",
     "ChainOfThought",
     "Completion",
     "ConfigError",
@@ -93,6 +96,7 @@ __all__ = [
     "Example",
     "Explain",
     "Filter",
+    "FingerprintError",
     "GenerationParams",
     "JSONLSink",
     "LengthFilter",
