@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mstudy._version import __version__
 from mstudy.errors import ConfigError, SinkError
+from mstudy.interfaces import Fingerprinted
 from mstudy.report import Report
 from mstudy.sinks.base import import_optional
 
@@ -126,9 +127,10 @@ def _public(value: Any, depth: int = 0) -> Any:
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict):
         return _public(to_dict(), depth + 1)
-    name, fingerprint = getattr(value, "name", None), getattr(value, "fingerprint", None)
-    if isinstance(name, str) and isinstance(fingerprint, str):  # a nested teacher, say
-        return {"name": name, "fingerprint": fingerprint}
+    if isinstance(value, Fingerprinted):  # a nested teacher, say
+        name, fingerprint = getattr(value, "name", None), value.fingerprint
+        if isinstance(name, str) and isinstance(fingerprint, str):
+            return {"name": name, "fingerprint": fingerprint}
     return _OMIT
 
 

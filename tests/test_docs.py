@@ -148,6 +148,21 @@ def test_config_reference_matches_the_loader() -> None:
         assert tables and "name" in first_column_names(tables[0]), name
 
 
+def test_capabilities_table_matches_the_protocols() -> None:
+    """docs/plugins.md lists every optional capability in mstudy.interfaces, with its
+    members, and nothing else."""
+    from mstudy.interfaces import CAPABILITIES, members
+
+    (section,) = [s for s in sections(DOCS / "plugins.md") if s.heading == "Optional capabilities"]
+    (table,) = section.tables
+    declared = {cap for caps in CAPABILITIES.values() for cap in caps}
+    assert first_column_names(table) == {cap.__name__ for cap in declared}
+    for row in table[1:]:
+        name = row[0].strip("` ")
+        (cap,) = [c for c in declared if c.__name__ == name]
+        assert set(re.findall(r"`(\w+)", row[2])) == set(members(cap)), name
+
+
 # -- component parameters -----------------------------------------------------------------------
 
 KIND_PAGES = {
