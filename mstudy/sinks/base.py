@@ -200,6 +200,7 @@ _STR_KEYS = frozenset({str})
 
 
 def _as_row(item: Any, position: int) -> dict[str, Any]:
+    """``item`` as a new dict of columns (a mapping, or an object with ``to_row()``)."""
     row = item
     if not isinstance(row, Mapping):
         to_row = getattr(row, "to_row", None)  # Example, Rejection
