@@ -26,6 +26,7 @@ from mstudy import (
     ScriptedTeacher,
     Study,
     TeacherError,
+    TemplateStrategy,
 )
 
 REPLIES = {
@@ -423,3 +424,43 @@ def test_filter_verdicts_keep_their_places_among_rejections() -> None:
     assert study.last_report is not None
     assert study.last_report.filters["length"].checked == 6
     assert study.last_report.filters["dedup"].checked == 3
+
+
+class Hint(TemplateStrategy):
+    """A template that can fail on one record's value (a division by its answer)."""
+
+    name = "hint"
+    roles = ("text", "answer")
+    template = "Fact: {{ text }}\nHint: one part in {{ 100 // (answer | int) }}"
+
+
+@pytest.mark.parametrize("journaled", [False, True])
+def test_a_template_error_on_one_record_rejects_that_record_only(
+    tmp_path: Path, journaled: bool
+) -> None:
+    """Any exception while rendering one record's requests (here ZeroDivisionError inside the
+    template) is a rejection at stage render; the rows before and after reach the sinks, and a
+    rerun does the same."""
+    rows = [{"id": f"r{i}", "text": f"Fact number {i}.", "answer": str(i % 50)} for i in range(120)]
+    out = tmp_path / "out.jsonl"
+    for _ in range(2):  # the rerun (on the cache the journal left, or afresh) decides alike
+        study = Study(
+            ScriptedTeacher("A reply about {{ text }}"),
+            [Hint()],
+            sinks=[out],
+            rejects=tmp_path / "rejects.jsonl",
+            journal=tmp_path / "journal" if journaled else None,
+            cache=tmp_path / "calls.sqlite",
+        )
+        report = study.run(rows)
+        assert report.status == "done"
+        rejects = [
+            json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()
+        ]
+        assert [(r["source_id"], r["stage"], r["reason"]) for r in rejects] == [
+            ("r0", "render", "render error"),
+            ("r50", "render", "render error"),
+            ("r100", "render", "render error"),
+        ]
+        assert rejects[0]["detail"].startswith("ZeroDivisionError")
+        assert len(out.read_text().splitlines()) == 117 == report.accepted
