@@ -618,3 +618,20 @@ def test_a_failed_write_poisons_the_sink(tmp_path: Path, pq: Any) -> None:
         sink.close()
     sink.close()  # idempotent once aborted
     assert leftovers(tmp_path) == []
+
+
+_line_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(st.lists(st.dictionaries(st.text(), _line_values, max_size=4), max_size=6))
+def test_rows_encoded_together_are_the_rows_encoded_one_by_one(
+    rows: list[dict[str, Any]],
+) -> None:
+    """Lone surrogates, NaN and odd text included: a chunk's bytes are each row's bytes."""
+    from mstudy.sinks.jsonl import dumps_rows
+
+    assert dumps_rows(rows) == b"".join(map(dumps_row, rows))

@@ -10,14 +10,14 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any
 
 from mstudy.sinks.base import AtomicFile, BaseSink
 
-__all__ = ["JSONLSink", "dumps_row", "to_jsonable"]
+__all__ = ["JSONLSink", "dumps_row", "dumps_rows", "to_jsonable"]
 
 
 def _json_default(value: Any) -> Any:
@@ -106,14 +106,30 @@ def dumps_row(row: Mapping[str, Any]) -> bytes:
     to ISO strings, anything else to ``str``); NaN and infinities become ``null``. Strings
     that cannot be UTF-8 encoded (lone surrogates) are written as ``\\u`` escapes.
     """
-    try:
-        text = _encode(row)
-    except (TypeError, ValueError, RecursionError):
-        text = json.dumps(to_jsonable(row), ensure_ascii=False, allow_nan=False)
+    text = _row_text(row)
     try:
         return text.encode("utf-8") + b"\n"
     except UnicodeEncodeError:
         return json.dumps(json.loads(text), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def dumps_rows(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """``b"".join(map(dumps_row, rows))``, with the text of all rows encoded at once."""
+    rows = list(rows)
+    texts = list(map(_row_text, rows))
+    texts.append("")
+    try:
+        return "\n".join(texts).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate somewhere: escape those rows alone
+        return b"".join(map(dumps_row, rows))
+
+
+def _row_text(row: Mapping[str, Any]) -> str:
+    try:
+        text: str = _encode(row)
+    except (TypeError, ValueError, RecursionError):
+        text = json.dumps(to_jsonable(row), ensure_ascii=False, allow_nan=False)
+    return text
 
 
 class JSONLSink(BaseSink):
@@ -133,7 +149,7 @@ class JSONLSink(BaseSink):
         return str(self.path)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        self._file.write(b"".join(map(dumps_row, rows)))
+        self._file.write(dumps_rows(rows))
 
     def _commit(self) -> None:
         self._file.commit()
