@@ -30,7 +30,8 @@ A payload is a JSON object of this documented, versioned form (``FORMAT``)::
      "requests": {"reverse": 2, ...},
      "calls": {"reverse": {"calls": 2, "prompt_tokens": 80, "completion_tokens": 24}, ...}}
 
-    ITEM = {"example": {"id", "fields", "template_hash", "sample", "finish_reason",
+    ITEM = {"example": {"id", "fields", "template_hash",
+                        "sample"? (default 0), "finish_reason"? (default "stop"),
                         "provenance"?: {the Provenance fields, when not the shared ones}}}
          | {"rejection": {the Rejection fields}}
 
@@ -114,8 +115,8 @@ class Shared:
             entry["template_hash"],
             teacher,
             dict(params or ()),
-            entry["sample"],
-            entry["finish_reason"],
+            entry.get("sample", 0),
+            entry.get("finish_reason", "stop"),
         )
 
 
@@ -180,9 +181,11 @@ def encode(
                 "id": item.id,
                 "fields": item.fields,
                 "template_hash": p.template_hash,
-                "sample": p.sample,
-                "finish_reason": p.finish_reason,
             }
+            if p.sample != 0:
+                entry["sample"] = p.sample
+            if p.finish_reason != "stop":
+                entry["finish_reason"] = p.finish_reason
             if shared is None or not shared.matches(s_index, record_id, p):
                 entry["provenance"] = {
                     "source_id": p.source_id,
@@ -252,8 +255,8 @@ def decode(
                     entry["template_hash"],
                     own["teacher"],
                     own["params"],
-                    entry["sample"],
-                    entry["finish_reason"],
+                    entry.get("sample", 0),
+                    entry.get("finish_reason", "stop"),
                     tuple(own["source_ids"]),
                 )
             out.append(Example(entry["id"], entry["fields"], provenance))

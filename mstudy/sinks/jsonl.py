@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any
 
-from mstudy.sinks.base import AtomicFile, BaseSink
+from mstudy.sinks.base import _STR_KEYS, AtomicFile, BaseSink, _as_row
 
 __all__ = ["JSONLSink", "dumps_row", "dumps_rows", "to_jsonable"]
 
@@ -147,6 +147,13 @@ class JSONLSink(BaseSink):
 
     def _describe(self) -> str:
         return str(self.path)
+
+    def _batch(self, rows: Iterable[Any]) -> list[Any]:
+        # rows are encoded at once and not kept: plain dicts need no copy
+        return [
+            row if type(row) is dict and _STR_KEYS.issuperset(map(type, row)) else _as_row(row, i)
+            for i, row in enumerate(rows)
+        ]
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         self._file.write(dumps_rows(rows))
