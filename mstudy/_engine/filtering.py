@@ -50,8 +50,10 @@ class FilterChain:
     def _count(self, name: str, examples: list[Example]) -> None:
         report = self._report
         report.filters[name].checked += len(examples)
+        stats = report.strategies
         for example in examples:
-            report.strategy(example.strategy).checked[name] += 1
+            strategy = example.provenance.strategy
+            (stats.get(strategy) or report.strategy(strategy)).checked[name] += 1
 
 
 Checker = Callable[[list[Example]], Sequence[Item]]

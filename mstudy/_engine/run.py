@@ -77,8 +77,8 @@ class StudyRun(Iterator[Example | Rejection]):
         self._exhausted = False
         self._items = self._run()
 
-    def __iter__(self) -> StudyRun:
-        return self
+    def __iter__(self) -> Iterator[Example | Rejection]:
+        return self._items  # the generator itself: no Python call per row
 
     def __next__(self) -> Example | Rejection:
         return next(self._items)
@@ -226,10 +226,14 @@ class StudyRun(Iterator[Example | Rejection]):
                 return
             if self.on_boundary is not None:
                 self.on_boundary()
-            yield from self._decide(window.pop())
+            slot = window.pop()
+            yield from self._decide(slot)
+            self.items_done += 1
+            self.last_id = slot.item_id
+            self._progress.advance()
 
-    def _decide(self, slot: Slot) -> Iterator[Example | Rejection]:
-        """Count a finished record, store its outcome, filter its results and hand them on."""
+    def _decide(self, slot: Slot) -> list[Example | Rejection]:
+        """Count a finished record, store its outcome and filter its results."""
         report = self.report
         if slot.record is not None:
             report.records += 1
@@ -245,12 +249,11 @@ class StudyRun(Iterator[Example | Rejection]):
         items = [item for key in sorted(results) for item in results[key]]
         if self._filters:
             items = self._filters.apply(items)
+        stats = report.strategies
         for item in items:
             if isinstance(item, Example):
-                report.strategy(item.strategy).accepted += 1
+                name = item.provenance.strategy
+                (stats.get(name) or report.strategy(name)).accepted += 1
             else:
                 report.count_rejection(item)
-            yield item
-        self.items_done += 1
-        self.last_id = slot.item_id
-        self._progress.advance()
+        return items

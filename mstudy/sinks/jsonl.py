@@ -95,7 +95,10 @@ def _key(key: Any) -> str:
     return plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False)
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default).encode
+_encode = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, default=_json_default, check_circular=False
+).encode
+"""A cycle ends in RecursionError, and :func:`to_jsonable` cuts it off instead."""
 
 
 def dumps_row(row: Mapping[str, Any]) -> bytes:
