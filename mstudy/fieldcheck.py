@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from array import array
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
+from heapq import merge
 from typing import Any
-
-from mstudy.filters.hashset import HashSet
 
 __all__ = ["MAX_DEPTH", "FieldProblem", "SeenIds", "check_fields", "printable"]
 
@@ -240,26 +241,52 @@ def _container_problem(
 class SeenIds:
     """The record ids met so far in one source, in bounded memory.
 
-    64-bit BLAKE2b digests of the ids go into a :class:`~mstudy.filters.hashset.HashSet`: a
-    quarter of a MB for the first 2¹⁸ ids, then one of :data:`MEMORY_MB` (either spills to
-    temporary files as it fills). Two distinct ids share a digest with probability about
+    Each id is kept as a 64-bit BLAKE2b digest: the newest in a small set, the rest in sorted
+    arrays merged as they grow (8 bytes an id, no third-party import), and past
+    :data:`IN_MEMORY` ids all of them in a :class:`~mstudy.filters.hashset.HashSet` (8 MB,
+    spilling to temporary files). Two distinct ids share a digest with probability about
     n²/2⁶⁵ (3e-6 at ten million ids); the later one would then be reported as a duplicate.
     """
 
-    MEMORY_MB = 8
-    SMALL = 1 << 18
+    BUFFER = 1024
+    IN_MEMORY = 1 << 21
 
     def __init__(self) -> None:
-        self._digests = HashSet(table_slots=1 << 14, bloom_bytes=1 << 17)
-        self._small = True
+        self._new: set[int] = set()
+        self._runs: list[array[int]] = []  # sorted, sizes decreasing
+        self._count = 0
+        self._big: Any = None
 
     def add(self, record_id: str) -> bool:
         """Remember ``record_id``; False if it was met before."""
-        raw = hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest()
-        new = self._digests.add(int.from_bytes(raw, "little"))
-        if self._small and len(self._digests) >= self.SMALL:
-            small, self._digests, self._small = self._digests, HashSet(self.MEMORY_MB), False
-            for chunk in small.chunks():
-                self._digests.update(chunk)
-            small.clear()
-        return new
+        key = int.from_bytes(
+            hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest(), "little"
+        )
+        if self._big is not None:
+            return bool(self._big.add(key))
+        if key in self._new:
+            return False
+        for run in self._runs:
+            at = bisect_left(run, key)
+            if at < len(run) and run[at] == key:
+                return False
+        self._new.add(key)
+        if len(self._new) >= self.BUFFER:
+            self._settle()
+        return True
+
+    def _settle(self) -> None:
+        """Move the set into a sorted run; merge runs of similar sizes (a binary counter)."""
+        run = array("Q", sorted(self._new))
+        self._count += len(run)
+        self._new.clear()
+        while self._runs and len(self._runs[-1]) <= len(run):
+            run = array("Q", merge(self._runs.pop(), run))
+        self._runs.append(run)
+        if self._count >= self.IN_MEMORY:
+            from mstudy.filters.hashset import HashSet
+
+            self._big = HashSet()
+            for run in self._runs:
+                self._big.update(run)
+            self._runs = []
