@@ -23,10 +23,8 @@ import hashlib
 import re
 import sys
 from array import array
-from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
-from heapq import merge
 from typing import Any
 
 __all__ = ["MAX_DEPTH", "FieldProblem", "SeenIds", "check_fields", "printable"]
@@ -241,52 +239,45 @@ def _container_problem(
 class SeenIds:
     """The record ids met so far in one source, in bounded memory.
 
-    Each id is kept as a 64-bit BLAKE2b digest: the newest in a small set, the rest in sorted
-    arrays merged as they grow (8 bytes an id, no third-party import), and past
-    :data:`IN_MEMORY` ids all of them in a :class:`~mstudy.filters.hashset.HashSet` (8 MB,
-    spilling to temporary files). Two distinct ids share a digest with probability about
-    n²/2⁶⁵ (3e-6 at ten million ids); the later one would then be reported as a duplicate.
+    Each id is kept as a 64-bit BLAKE2b digest: the first :data:`TABLE_IDS` in a fixed table
+    of 512 KB (no third-party import), all of them after that in a
+    :class:`~mstudy.filters.hashset.HashSet` (8 MB, spilling to temporary files). Two distinct
+    ids share a digest with probability about n²/2⁶⁵ (3e-6 at ten million ids); the later one
+    would then be reported as a duplicate.
     """
 
-    BUFFER = 1024
-    IN_MEMORY = 1 << 21
+    SLOTS = 1 << 16
+    TABLE_IDS = SLOTS // 2  # linear probing stays fast at half full
 
     def __init__(self) -> None:
-        self._new: set[int] = set()
-        self._runs: list[array[int]] = []  # sorted, sizes decreasing
+        self._table: array[int] | None = None
         self._count = 0
         self._big: Any = None
 
     def add(self, record_id: str) -> bool:
         """Remember ``record_id``; False if it was met before."""
-        key = int.from_bytes(
-            hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest(), "little"
-        )
+        digest = hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest()
+        key = int.from_bytes(digest, "little") or 1  # 0 marks an empty slot
         if self._big is not None:
             return bool(self._big.add(key))
-        if key in self._new:
-            return False
-        for run in self._runs:
-            at = bisect_left(run, key)
-            if at < len(run) and run[at] == key:
+        table = self._table
+        if table is None:
+            table = self._table = array("Q", [0]) * self.SLOTS
+        mask = self.SLOTS - 1
+        at = key & mask
+        while True:
+            slot = table[at]
+            if slot == key:
                 return False
-        self._new.add(key)
-        if len(self._new) >= self.BUFFER:
-            self._settle()
-        return True
-
-    def _settle(self) -> None:
-        """Move the set into a sorted run; merge runs of similar sizes (a binary counter)."""
-        run = array("Q", sorted(self._new))
-        self._count += len(run)
-        self._new.clear()
-        while self._runs and len(self._runs[-1]) <= len(run):
-            run = array("Q", merge(self._runs.pop(), run))
-        self._runs.append(run)
-        if self._count >= self.IN_MEMORY:
+            if not slot:
+                break
+            at = (at + 1) & mask
+        table[at] = key
+        self._count += 1
+        if self._count >= self.TABLE_IDS:
             from mstudy.filters.hashset import HashSet
 
             self._big = HashSet()
-            for run in self._runs:
-                self._big.update(run)
-            self._runs = []
+            self._big.update(k for k in table if k)
+            self._table = None
+        return True
