@@ -8,8 +8,11 @@ cannot be read at all raises :class:`~mstudy.errors.ConfigError` or
 :class:`~mstudy.errors.RecordError` naming it.
 
 Rejection reasons: ``not_a_mapping`` (an item of an iterable), ``invalid_utf8``,
-``invalid_json``, ``not_an_object`` (a JSON line that is not ``{...}``) and
-``invalid_record`` (the row's id field is unusable).
+``invalid_json``, ``not_an_object`` (a JSON line that is not ``{...}``), ``invalid_record``
+(the row's id field is unusable), ``duplicate_id`` (an id field's value met before in the
+same source: the later row is refused), and the field checks of :mod:`mstudy.fieldcheck`
+(``invalid_unicode``, ``too_deeply_nested``, ``unsupported_value``), which name the field.
+Ids are kept as given and converted to ``str``: ``7`` and ``"7"`` are the same id.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mstudy.errors import ConfigError, RecordError
+from mstudy.fieldcheck import SeenIds, check_fields
 from mstudy.records import Record, Rejection
 
 __all__ = ["JSONL_SUFFIXES", "PARQUET_SUFFIXES", "iter_source", "source_length"]
@@ -195,28 +199,70 @@ def _input_rejection(
     return Rejection(source_id=source_id, stage="input", reason=reason, detail=detail, field=field)
 
 
-def _to_record(row: object, index: int, id_field: str, source_id: str) -> Record | Rejection:
-    if isinstance(row, Record):  # already a record: kept as it is
-        return row
-    if not isinstance(row, Mapping):
-        return _input_rejection(
-            source_id,
-            "not_a_mapping",
-            f"{source_id}: expected a mapping of fields, got {type(row).__name__}",
-        )
-    try:
-        return Record.from_mapping(row, index, id_field)
-    except RecordError as exc:
-        detail = str(exc).replace(f"record #{index}", source_id, 1)
-        return _input_rejection(source_id, "invalid_record", detail, exc.field)
+def _id_problem(fields: Mapping[Any, Any], id_field: str) -> str | None:
+    """Why the row's id field cannot be its id (the rule of :meth:`Record.from_mapping`)."""
+    raw = fields.get(id_field)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        return f"field {id_field!r} must be a string or integer id, got {type(raw).__name__}"
+    if isinstance(raw, str) and not raw.strip():
+        return f"field {id_field!r} is empty"
+    return None
+
+
+class _Rows:
+    """Turns one source's rows into records: checks their fields, derives ids, and refuses an
+    id read from the id field that an earlier row of the same source had (``duplicate_id``;
+    rows without an id get a content hash, and identical ones are left to the dedup filter)."""
+
+    def __init__(self, id_field: str) -> None:
+        self.id_field = id_field
+        self.seen = SeenIds()
+
+    def __call__(self, row: object, index: int, source_id: str) -> Record | Rejection:
+        if isinstance(row, Record):  # already a record: kept as it is, once checked
+            fields: Mapping[Any, Any] = row.fields
+        elif isinstance(row, Mapping):
+            fields = row
+        else:
+            return _input_rejection(
+                source_id,
+                "not_a_mapping",
+                f"{source_id}: expected a mapping of fields, got {type(row).__name__}",
+            )
+        problem = check_fields(fields)
+        if problem is not None:
+            return _input_rejection(
+                source_id, problem.reason, f"{source_id}: {problem.detail}", problem.field
+            )
+        if isinstance(row, Record):
+            record = row
+        else:
+            id_problem = _id_problem(fields, self.id_field)
+            if id_problem is not None:
+                return _input_rejection(
+                    source_id, "invalid_record", f"{source_id}: {id_problem}", self.id_field
+                )
+            record = Record.from_mapping(fields, index, self.id_field)
+        if fields.get(self.id_field) is not None and not self.seen.add(record.id):
+            return _input_rejection(
+                source_id,
+                "duplicate_id",
+                f"{source_id}: id {_preview(record.id)} (field {self.id_field!r}) was already "
+                "given to an earlier record of this source",
+                self.id_field,
+            )
+        return record
 
 
 def _iter_rows(
     rows: Iterable[Any], id_field: str, label: str | None
 ) -> Iterator[Record | Rejection]:
     prefix = f"{label}#" if label else "#"
+    make = _Rows(id_field)
     for index, row in enumerate(rows):
-        yield _to_record(row, index, id_field, f"{prefix}{index}")
+        yield make(row, index, f"{prefix}{index}")
 
 
 def _iter_parquet(path: Path, id_field: str) -> Iterator[Record | Rejection]:
@@ -228,10 +274,11 @@ def _iter_parquet(path: Path, id_field: str) -> Iterator[Record | Rejection]:
     except (pa.ArrowException, OSError) as exc:
         raise ConfigError(f"cannot read Parquet file {path}: {exc}") from exc
     index = 0
+    make = _Rows(id_field)
     with parquet:
         for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH):
             for row in batch.to_pylist():
-                yield _to_record(row, index, id_field, f"{path.name}#{index}")
+                yield make(row, index, f"{path.name}#{index}")
                 index += 1
 
 
@@ -269,12 +316,13 @@ def _iter_json(path: Path, id_field: str) -> Iterator[Record | Rejection]:
                 yield from _iter_json_array(path, handle, id_field)
                 return
             index = 0
+            make = _Rows(id_field)
             for lineno, raw in enumerate(handle, 1):
                 if not raw.strip():
                     continue
                 if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[len(codecs.BOM_UTF8) :]
-                yield _parse_line(path, lineno, raw, index, id_field)
+                yield _parse_line(path, lineno, raw, index, make)
                 index += 1
     except (OSError, EOFError, zlib.error) as exc:
         raise RecordError(
@@ -288,9 +336,7 @@ def _preview(text: str) -> str:
     return repr(text if len(text) <= _PREVIEW else text[:_PREVIEW] + "…")
 
 
-def _parse_line(
-    path: Path, lineno: int, raw: bytes, index: int, id_field: str
-) -> Record | Rejection:
+def _parse_line(path: Path, lineno: int, raw: bytes, index: int, make: _Rows) -> Record | Rejection:
     source_id = f"{path.name}:{lineno}"
     try:
         text = raw.decode("utf-8")
@@ -320,7 +366,7 @@ def _parse_line(
             "not_an_object",
             f"{source_id}: line {lineno} holds a JSON {_json_type(value)}, not an object",
         )
-    return _to_record(value, index, id_field, source_id)
+    return make(value, index, source_id)
 
 
 def _json_type(value: object) -> str:
@@ -343,10 +389,11 @@ def _iter_json_array(
         items = json.loads(handle.read().decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RecordError(f"source {path}: not valid JSON: {exc}", record_id=path.name) from exc
+    make = _Rows(id_field)
     for index, item in enumerate(items):
         source_id = f"{path.name}[{index}]"
         if isinstance(item, dict):
-            yield _to_record(item, index, id_field, source_id)
+            yield make(item, index, source_id)
         else:
             yield _input_rejection(
                 source_id,

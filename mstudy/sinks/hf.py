@@ -2,8 +2,9 @@
 
 Both build the same Arrow table: one column per key seen in any row (missing values null),
 each column's type unified over all rows (``None`` fits any type, ints widen to floats,
-nested dicts merge their keys); values of incompatible types in one column raise a
-:class:`SinkError` naming it. ``datasets`` is imported only when a sink is built.
+nested dicts merge their keys, values of conflicting types become JSON text), so that a
+commit never fails on a type: see :func:`mstudy.sinks.parquet.widen_type`. ``datasets`` is
+imported only when a sink is built.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from typing import Any, BinaryIO
 from mstudy.errors import SinkError
 from mstudy.sinks.base import BaseSink, ensure_parent, fsync_dir, import_optional, sink_error
 from mstudy.sinks.jsonl import to_jsonable
-from mstudy.sinks.parquet import conform_table, rows_to_table
+from mstudy.sinks.parquet import conform_table, rows_to_table, widen_schema
 
 __all__ = ["DatasetSink", "SaveToDiskSink"]
 
 _CHUNK_ROWS = 10_000
-_UNITS = ("s", "ms", "us", "ns")
 
 
 def _datasets(purpose: str) -> Any:
@@ -37,52 +37,11 @@ def _datasets(purpose: str) -> Any:
 # -- schema unification ---------------------------------------------------------------------------
 
 
-def unify_types(pa: Any, a: Any, b: Any, name: str, where: str) -> Any:
-    """The narrowest arrow type holding values of both ``a`` and ``b``, or a SinkError."""
-    t = pa.types
-    if a == b:
-        return a
-    if t.is_null(a):
-        return b
-    if t.is_null(b):
-        return a
-    if t.is_struct(a) and t.is_struct(b):
-        fields = {a.field(i).name: a.field(i).type for i in range(a.num_fields)}
-        for i in range(b.num_fields):
-            f = b.field(i)
-            fields[f.name] = (
-                unify_types(pa, fields[f.name], f.type, f"{name}.{f.name}", where)
-                if f.name in fields
-                else f.type
-            )
-        return pa.struct(list(fields.items()))
-    if (t.is_list(a) or t.is_large_list(a)) and (t.is_list(b) or t.is_large_list(b)):
-        value = unify_types(pa, a.value_type, b.value_type, f"{name}[]", where)
-        return pa.large_list(value) if t.is_large_list(a) or t.is_large_list(b) else pa.list_(value)
-    if t.is_integer(a) and t.is_integer(b):
-        if t.is_signed_integer(a) == t.is_signed_integer(b):
-            return a if a.bit_width >= b.bit_width else b
-        return pa.int64()
-    if (t.is_integer(a) or t.is_floating(a)) and (t.is_integer(b) or t.is_floating(b)):
-        return pa.float64()
-    if {str(a), str(b)} == {"string", "large_string"}:
-        return pa.large_string()
-    if {str(a), str(b)} == {"binary", "large_binary"}:
-        return pa.large_binary()
-    if t.is_timestamp(a) and t.is_timestamp(b) and a.tz == b.tz:
-        unit = max(a.unit, b.unit, key=_UNITS.index)
-        return pa.timestamp(unit, a.tz)
-    raise SinkError(f"{where}: column {name!r} mixes values of types {a} and {b}")
-
-
 def unify_schemas(pa: Any, a: Any, b: Any, where: str) -> Any:
-    """Merge two schemas field by field (columns in order of first appearance)."""
-    fields = {f.name: f.type for f in a}
-    for f in b:
-        fields[f.name] = (
-            unify_types(pa, fields[f.name], f.type, f.name, where) if f.name in fields else f.type
-        )
-    return pa.schema(list(fields.items()))
+    """Merge two schemas column by column (in order of first appearance); never fails: values
+    of conflicting types in one column are stored as JSON text (see :func:`widen_type`)."""
+    del where  # kept for callers: widening cannot fail
+    return widen_schema(pa, a, b)
 
 
 def _chunks(

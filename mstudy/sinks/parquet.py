@@ -1,11 +1,12 @@
 """Parquet sink: buffered row groups through ``pq.ParquetWriter``, committed atomically.
 
-The schema is fixed by the first row group: inferred from its rows (nested dicts become
-structs, lists become lists), with every type that is still unknown (all values ``None``,
-empty lists, empty dicts) stored as string. Later rows are cast to that schema; a column that
-first appears later, or a value that cannot be cast, raises a :class:`SinkError` naming the
-column. Pass ``schema=`` to fix the schema yourself. pyarrow is imported only when a sink is
-built, and this module's arrow helpers are shared with :mod:`mstudy.sinks.hf`.
+The schema is inferred from the rows (nested dicts become structs, lists become lists) and
+covers every column that any row group has: it widens as row groups come (see
+:class:`ParquetSink`; values of conflicting types in one column become JSON text), and every
+type still unknown at the end (all values ``None``, empty lists, empty dicts) is stored as
+string. Pass ``schema=`` to fix the schema yourself: a column it lacks, or a value that cannot
+be cast to it, then raises a :class:`SinkError` naming the column. pyarrow is imported only
+when a sink is built, and this module's arrow helpers are shared with :mod:`mstudy.sinks.hf`.
 """
 
 from __future__ import annotations
@@ -67,8 +68,20 @@ def column_array(pa: Any, name: str, values: list[Any], where: str) -> Any:
         pass
     try:
         return pa.array([_arrow_friendly(v) for v in values])
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
+    try:  # values of several kinds in one column (an int and a str): JSON text of each
+        return pa.array(_texts(values), pa.string())
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         raise SinkError(f"{where}: column {name!r} cannot be stored: {exc}") from exc
+
+
+def _texts(values: list[Any]) -> list[str | None]:
+    """Strings as they are, other values as JSON text, None as null."""
+    return [
+        v if v is None or isinstance(v, str) else json.dumps(to_jsonable(v), ensure_ascii=False)
+        for v in values
+    ]
 
 
 def rows_to_table(pa: Any, rows: Sequence[Mapping[str, Any]], where: str) -> Any:
@@ -119,8 +132,16 @@ def conform_array(pa: Any, array: Any, dtype: Any, name: str, where: str) -> Any
     t = pa.types
     if array.type == dtype:
         return array
-    if t.is_null(array.type):
+    if t.is_null(array.type) or array.null_count == len(array):
         return pa.nulls(len(array), dtype)
+    if _is_string(pa, array.type) and _is_nested(pa, dtype):
+        # stored as JSON text while the type was unknown (``{}`` rows): read it back
+        try:
+            return pa.array(
+                [None if v is None else json.loads(v) for v in array.to_pylist()], dtype
+            )
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise SinkError(f"{where}: column {name!r} cannot be stored as {dtype}: {exc}") from exc
     if _is_string(pa, dtype) and _is_nested(pa, array.type):
         texts = [
             None if v is None else json.dumps(to_jsonable(v), ensure_ascii=False)
@@ -134,8 +155,7 @@ def conform_array(pa: Any, array: Any, dtype: Any, name: str, where: str) -> Any
             if extra not in known:
                 raise SinkError(
                     f"{where}: column {name + '.' + extra!r} is not in the schema "
-                    f"(fields of {name!r}: {', '.join(sorted(known)) or 'none'}); it first "
-                    "appears after the schema was fixed"
+                    f"(fields of {name!r}: {', '.join(sorted(known)) or 'none'})"
                 )
         present = {array.type.field(i).name for i in range(array.type.num_fields)}
         children = []
@@ -165,10 +185,74 @@ def conform_array(pa: Any, array: Any, dtype: Any, name: str, where: str) -> Any
     try:
         return array.cast(dtype, safe=True)
     except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise SinkError(
-            f"{where}: column {name!r} has type {array.type}, which cannot be cast to the "
-            f"schema's {dtype}: {exc}"
-        ) from exc
+        failure: Exception = exc
+    try:
+        if t.is_integer(array.type) and t.is_floating(dtype):  # as pa.array([1, 0.5]) does
+            return array.cast(dtype, safe=False)
+        if _is_string(pa, dtype):
+            return pa.array(_texts(array.to_pylist()), dtype)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        failure = exc
+    raise SinkError(
+        f"{where}: column {name!r} has type {array.type}, which cannot be cast to the "
+        f"schema's {dtype}: {failure}"
+    ) from failure
+
+
+_TIME_UNITS = ("s", "ms", "us", "ns")
+
+
+def widen_type(pa: Any, a: Any, b: Any) -> Any:
+    """The narrowest arrow type holding values of both ``a`` and ``b``; never fails.
+
+    Null fits any type and an empty struct any struct; structs merge their fields, lists their
+    values; integers widen to int64, integers and floats to float64; any other pair of
+    different types becomes string (values as JSON text).
+    """
+    t = pa.types
+    if a == b:
+        return a
+    if t.is_null(a):
+        return b
+    if t.is_null(b):
+        return a
+    if t.is_struct(a) and t.is_struct(b):
+        fields = {a.field(i).name: a.field(i).type for i in range(a.num_fields)}
+        for i in range(b.num_fields):
+            f = b.field(i)
+            fields[f.name] = widen_type(pa, fields[f.name], f.type) if f.name in fields else f.type
+        return pa.struct(list(fields.items()))
+    if (t.is_list(a) or t.is_large_list(a)) and (t.is_list(b) or t.is_large_list(b)):
+        value = widen_type(pa, a.value_type, b.value_type)
+        return pa.large_list(value) if t.is_large_list(a) or t.is_large_list(b) else pa.list_(value)
+    if t.is_integer(a) and t.is_integer(b):
+        if t.is_signed_integer(a) and t.is_signed_integer(b):
+            return a if a.bit_width >= b.bit_width else b
+        return pa.float64()
+    if (t.is_integer(a) or t.is_floating(a)) and (t.is_integer(b) or t.is_floating(b)):
+        return pa.float64()
+    if _is_string(pa, a) and _is_string(pa, b):
+        return pa.large_string()
+    if t.is_timestamp(a) and t.is_timestamp(b) and a.tz == b.tz:
+        return pa.timestamp(max(a.unit, b.unit, key=_TIME_UNITS.index), a.tz)
+    if t.is_large_string(a) or t.is_large_string(b):
+        return pa.large_string()
+    return pa.string()
+
+
+def widen_schema(pa: Any, a: Any, b: Any, pinned: Mapping[str, Any] | None = None) -> Any:
+    """``a`` and ``b`` merged column by column (in order of first appearance) by
+    :func:`widen_type`; ``pinned`` columns keep their given type."""
+    pinned = pinned or {}
+    fields = {f.name: f.type for f in a}
+    for f in b:
+        if f.name in pinned:
+            fields[f.name] = pinned[f.name]
+        elif f.name in fields:
+            fields[f.name] = widen_type(pa, fields[f.name], f.type)
+        else:
+            fields[f.name] = f.type
+    return pa.schema(list(fields.items()))
 
 
 def known_column_types(pa: Any) -> dict[str, Any]:
@@ -205,9 +289,8 @@ def conform_table(pa: Any, table: Any, schema: Any, where: str) -> Any:
     extra = [c for c in table.column_names if c not in names]
     if extra:
         raise SinkError(
-            f"{where}: column {extra[0]!r} is not in the schema fixed by the first rows "
-            f"(columns: {', '.join(schema.names) or 'none'}); a column must appear in the first "
-            "batch, or pass an explicit schema"
+            f"{where}: column {extra[0]!r} is not in the given schema "
+            f"(columns: {', '.join(schema.names) or 'none'})"
         )
     arrays = []
     for field in schema:
@@ -225,8 +308,15 @@ def conform_table(pa: Any, table: Any, schema: Any, where: str) -> Any:
 class ParquetSink(BaseSink):
     """Writes rows to a Parquet file at ``path``, atomically replacing it on ``close()``.
 
-    Rows are buffered and written in row groups of ``row_group_size``. ``schema`` (a
-    ``pyarrow.Schema``) fixes the columns instead of inferring them from the first row group.
+    Rows are buffered and written in row groups of ``row_group_size``. The schema covers every
+    column any row has, whenever it first appears: each row group's inferred schema is merged
+    into the schema so far (:func:`widen_type`). While it stays the same, row groups go straight
+    into the output; when it changes (a new column, a new nested field, a null column that gets
+    values, an int column that gets strings), the following row groups go to a new segment
+    file beside the output, and ``close()`` rewrites the segments, one row group at a time,
+    into one file with the final schema. Columns whose type is still unknown at the end (only
+    nulls, empty lists or dicts) are stored as string. ``schema`` (a ``pyarrow.Schema``) fixes
+    the columns instead: a column it lacks, or a value it cannot hold, raises SinkError.
     """
 
     def __init__(
@@ -245,10 +335,14 @@ class ParquetSink(BaseSink):
         self.row_group_size = row_group_size
         self.compression = compression
         self.schema: Any = schema
+        """The schema written so far (the given one, or the one inferred from the rows)."""
+        self._fixed = schema is not None
+        self._merged: Any = None  # the inferred schema, unknown types kept as null
         self._file = AtomicFile(path)
         self.path: Path = self._file.target
         self._buffer: list[dict[str, Any]] = []
         self._writer: Any = None
+        self._segments: list[Path] = []  # files of the row groups written under older schemas
         self._rows_flushed = 0
 
     def _describe(self) -> str:
@@ -261,24 +355,30 @@ class ParquetSink(BaseSink):
             del self._buffer[: self.row_group_size]
             self._flush(chunk)
 
+    def _segment_path(self, number: int) -> Path:
+        partial = self._file.partial
+        return partial.with_name(f"{partial.name}.{number}")
+
     def _flush(self, rows: list[dict[str, Any]]) -> None:
         pa = self._pa
         first, last = self._rows_flushed + 1, self._rows_flushed + len(rows)
         where = f"{self.path} (rows {first}-{last})"
         table = rows_to_table(pa, rows, where)
-        if self.schema is None:
+        if not self._fixed:
             known = known_column_types(pa)
-            self.schema = pa.schema(
-                [
-                    field.with_type(known.get(field.name) or fill_null_types(pa, field.type))
-                    for field in table.schema
-                ]
-            )
+            merged = widen_schema(pa, self._merged or pa.schema([]), table.schema, known)
+            schema = pa.schema([f.with_type(fill_null_types(pa, f.type)) for f in merged])
+            self._merged = merged
+            if self._writer is not None and schema != self.schema:
+                self._close_writer()
+                self._segments.append(self._current_path())
+            self.schema = schema
         table = conform_table(pa, table, self.schema, where)
         try:
             if self._writer is None:
+                sink = self._file.handle if not self._segments else str(self._current_path())
                 self._writer = self._pq.ParquetWriter(
-                    self._file.handle, self.schema, compression=self.compression
+                    sink, self.schema, compression=self.compression
                 )
             self._writer.write_table(table, row_group_size=self.row_group_size)
         except OSError as exc:
@@ -286,6 +386,18 @@ class ParquetSink(BaseSink):
         except pa.ArrowException as exc:
             raise SinkError(f"cannot write {where}: {exc}") from exc
         self._rows_flushed = last
+
+    def _current_path(self) -> Path:
+        """The file the current writer writes: the partial output, or the latest segment."""
+        return self._segment_path(len(self._segments)) if self._segments else self._file.partial
+
+    def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+            self._file.handle.flush()
+        except OSError as exc:
+            raise sink_error("write", self._file.partial, exc) from exc
 
     def _commit(self) -> None:
         if self._buffer:
@@ -296,11 +408,49 @@ class ParquetSink(BaseSink):
             self._writer = self._pq.ParquetWriter(
                 self._file.handle, schema, compression=self.compression
             )
-        try:
-            self._writer.close()
-        except OSError as exc:
-            raise sink_error("write", self._file.partial, exc) from exc
+        if self._segments:
+            self._segments.append(self._current_path())
+        self._close_writer()
+        if self._segments:
+            self._rewrite()
         self._file.commit()
+
+    def _rewrite(self) -> None:
+        """Copy every segment's row groups, cast to the final schema, into one file that
+        replaces the partial output (memory: one row group)."""
+        pa, pq = self._pa, self._pq
+        merged = self._segment_path(0).with_suffix(".merged")
+        done = 0
+        try:
+            with open(merged, "wb") as handle:
+                writer = pq.ParquetWriter(handle, self.schema, compression=self.compression)
+                for segment in self._segments:
+                    with pq.ParquetFile(segment) as parquet:
+                        for group in range(parquet.num_row_groups):
+                            table = parquet.read_row_group(group)
+                            where = f"{self.path} (rows {done + 1}-{done + table.num_rows})"
+                            table = conform_table(pa, table, self.schema, where)
+                            writer.write_table(table, row_group_size=self.row_group_size)
+                            done += table.num_rows
+                writer.close()
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(merged, self._file.partial)
+        except OSError as exc:
+            raise sink_error("write", merged, exc) from exc
+        except pa.ArrowException as exc:
+            raise SinkError(f"cannot rewrite {self.path} with its final schema: {exc}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                merged.unlink()
+            self._remove_segments()
+
+    def _remove_segments(self) -> None:
+        for segment in self._segments:
+            if segment != self._file.partial:
+                with contextlib.suppress(FileNotFoundError):
+                    segment.unlink()
+        self._segments = []
 
     def _discard(self) -> None:
         self._buffer = []
@@ -308,4 +458,9 @@ class ParquetSink(BaseSink):
             writer, self._writer = self._writer, None
             with contextlib.suppress(Exception):  # the partial is removed anyway
                 writer.close()
+        leftovers = [self._segment_path(n) for n in range(1, len(self._segments) + 2)]
+        for path in [*leftovers, self._segment_path(0).with_suffix(".merged")]:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._segments = []
         self._file.discard()
