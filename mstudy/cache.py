@@ -224,10 +224,12 @@ class CallCache:
                     list(self._outcomes.values()),
                 )
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:  # no transaction may stay open, whatever failed
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                raise CacheError(f"cannot write the call cache at {self.path}: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise CacheError(f"cannot write the call cache at {self.path}: {exc}") from exc
+                raise
             self._buffer.clear()
             self._outcomes.clear()
         self._committed_at = time.monotonic()

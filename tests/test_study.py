@@ -464,3 +464,49 @@ def test_a_template_error_on_one_record_rejects_that_record_only(
         ]
         assert rejects[0]["detail"].startswith("ZeroDivisionError")
         assert len(out.read_text().splitlines()) == 117 == report.accepted
+
+
+@pytest.mark.parametrize("text", ["\ud800", "tail \udfff", "é\udc80ü"])
+def test_a_reply_with_a_lone_surrogate_rejects_that_reply_only(tmp_path: Path, text: str) -> None:
+    """No UTF-8 file or cache can hold a lone surrogate: the reply is rejected at stage
+    teacher, it is not cached, and the rest of a journaled, cached run is written."""
+
+    def reply(request: Any) -> str:
+        extra = text if request.source_id == "a" else ""
+        return f"Said again: {request.variables['text']}{extra}"
+
+    out = tmp_path / "out"
+    study = Study(
+        ScriptedTeacher(reply, fingerprint="surrogates"),
+        [Paraphrase()],
+        sinks=[out / "rows.jsonl", out / "rows.parquet"],
+        rejects=out / "rejects.jsonl",
+        journal=tmp_path / "journal",
+    )
+    report = study.run(
+        [
+            {"id": "a", "text": "Ada keeps a lamp."},
+            {"id": "b", "text": "Bo rows a boat on the lake."},
+        ]
+    )
+    assert (report.accepted, report.rejected) == (1, 1)
+    [rejected] = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert (rejected["source_id"], rejected["stage"]) == ("a", "teacher")
+    assert "surrogate" in rejected["detail"]
+    assert [json.loads(x)["source_id"] for x in (out / "rows.jsonl").read_text().splitlines()] == [
+        "b"
+    ]
+
+
+def test_a_failed_cache_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
+    from mstudy.cache import CallCache
+    from mstudy.records import Completion
+
+    cache = CallCache(tmp_path / "calls.sqlite")
+    cache.put("t", Completion("k1", "bad \ud800 text"))
+    with pytest.raises(UnicodeEncodeError):
+        cache.commit()
+    cache._buffer.clear()  # the bad put is dropped; the cache must work on
+    cache.put("t", Completion("k2", "good text"))
+    cache.commit()
+    assert cache.get("t", "k2") is not None

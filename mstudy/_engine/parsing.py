@@ -6,7 +6,9 @@ stage ``parse``; the run goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 
 from mstudy.errors import MstudyError
 from mstudy.records import Completion, Example, Rejection
@@ -14,6 +16,7 @@ from mstudy.records import Completion, Example, Rejection
 from .slots import Pending
 
 log = logging.getLogger("mstudy")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse(entry: Pending, completion: Completion) -> list[Example | Rejection]:
@@ -27,6 +30,21 @@ def parse(entry: Pending, completion: Completion) -> list[Example | Rejection]:
         log.warning("strategy %r failed to parse a completion: %r", strategy.name, exc)
         detail = f"{type(exc).__name__}: {exc}"
     return [Rejection(entry.record.id, "parse", "parser error", detail, strategy.name)]
+
+
+def usable(completion: Completion) -> Completion:
+    """``completion``, or a failed one when its text cannot be stored or written (a lone
+    surrogate, which no UTF-8 file or cache can hold): that reply is rejected, the run goes
+    on, and the call is not cached."""
+    text = completion.text
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return completion
+    return dataclasses.replace(
+        completion,
+        text="",
+        finish_reason="error",
+        error="the reply holds a lone surrogate (not valid Unicode text)",
+    )
 
 
 def unanswered(entry: Pending) -> list[Example | Rejection]:

@@ -19,7 +19,7 @@ from mstudy.report import FilterStats, Report
 
 from .filtering import FilterChain
 from .outcomes import Outcomes
-from .parsing import parse, unanswered
+from .parsing import parse, unanswered, usable
 from .progress import Progress
 from .reading import Item, read_items
 from .rendering import render
@@ -194,6 +194,7 @@ class StudyRun(Iterator[Example | Rejection]):
 
     def _receive(self, completion: Completion) -> None:
         """Store ``completion`` in the call cache and parse it for every entry waiting."""
+        completion = usable(completion)
         entries = self._window.answer(completion.key)
         if entries is None:
             raise TeacherError(
