@@ -510,3 +510,31 @@ def test_a_failed_cache_commit_leaves_no_transaction_open(tmp_path: Path) -> Non
     cache.put("t", Completion("k2", "good text"))
     cache.commit()
     assert cache.get("t", "k2") is not None
+
+
+def test_a_sink_that_cannot_commit_leaves_no_other_sink_committed(tmp_path: Path) -> None:
+    """Sinks are prepared together before any is closed: when one fails to prepare (its
+    conversion, a full disk), the JSONL file beside it is not published either."""
+    from mstudy.errors import SinkError
+    from mstudy.sinks.base import BaseSink
+
+    class Failing(BaseSink):
+        def _write(self, rows: list[dict[str, Any]]) -> None:
+            pass
+
+        def _prepare(self) -> None:
+            raise SinkError("cannot convert the rows")
+
+        def _commit(self) -> None:
+            raise AssertionError("never reached")
+
+        def _discard(self) -> None:
+            pass
+
+    out = tmp_path / "rows.jsonl"
+    for sinks in ([out, Failing()], [Failing(), out]):
+        study = Study(ScriptedTeacher("So: {{ text }}"), [Paraphrase()], sinks=sinks)
+        with pytest.raises(SinkError, match="cannot convert"):
+            study.run([{"text": "Ada keeps a lamp in the tower."}])
+        assert not out.exists()
+        assert list(tmp_path.iterdir()) == []  # no partial file left either

@@ -227,6 +227,7 @@ class BaseSink:
     def __init__(self) -> None:
         self._state: _State = "open"
         self._failure: BaseException | None = None
+        self._prepared = False
         self.rows_written = 0
 
     # -- hooks -------------------------------------------------------------------------------
@@ -236,6 +237,9 @@ class BaseSink:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """The part of committing that can fail (flush, convert, check); nothing by default."""
 
     def _commit(self) -> None:
         raise NotImplementedError
@@ -255,8 +259,9 @@ class BaseSink:
 
     def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append ``rows`` (a batch of mappings)."""
-        if self._state != "open":
-            raise SinkError(f"cannot write to {self._describe()}: the sink is {self._state}")
+        if self._state != "open" or self._prepared:
+            state = "prepared for commit" if self._state == "open" else self._state
+            raise SinkError(f"cannot write to {self._describe()}: the sink is {state}")
         if isinstance(rows, Mapping):
             raise SinkError("write() takes a batch of rows; wrap a single row in a list")
         self._check_not_failed()
@@ -279,6 +284,22 @@ class BaseSink:
                 "would be incomplete, so the sink accepts no more rows and cannot be committed"
             ) from self._failure
 
+    def prepare(self) -> None:
+        """Do everything committing needs that can fail, so that ``close`` then only publishes
+        (a study prepares every sink before it closes any). ``close`` prepares when this was
+        not called. After a failure the sink accepts no more rows and cannot be committed."""
+        if self._state != "open" or self._prepared:
+            return
+        self._check_not_failed()
+        try:
+            self._prepare()
+        except BaseException as exc:
+            self._failure = exc
+            if isinstance(exc, OSError) and not isinstance(exc, SinkError):
+                raise sink_error("prepare", self._describe(), exc) from exc
+            raise
+        self._prepared = True
+
     def close(self) -> None:
         """Commit everything written; on failure nothing is left that looks complete.
 
@@ -286,6 +307,12 @@ class BaseSink:
         """
         if self._state != "open":
             return
+        try:
+            self.prepare()
+        except BaseException:
+            self._state = "aborted"
+            self._quiet_discard()
+            raise
         self._state = "closed"
         try:
             self._check_not_failed()

@@ -399,7 +399,9 @@ class ParquetSink(BaseSink):
         except OSError as exc:
             raise sink_error("write", self._file.partial, exc) from exc
 
-    def _commit(self) -> None:
+    def _prepare(self) -> None:
+        """Write what is buffered, close the writer and, when the schema grew, rewrite the
+        row groups to the final schema: all that can fail before the file is published."""
         if self._buffer:
             rows, self._buffer = self._buffer, []
             self._flush(rows)
@@ -413,6 +415,8 @@ class ParquetSink(BaseSink):
         self._close_writer()
         if self._segments:
             self._rewrite()
+
+    def _commit(self) -> None:
         self._file.commit()
 
     def _rewrite(self) -> None:
