@@ -187,11 +187,7 @@ class ReverseCheck(RowFilter):
         if not _applies(example, self.strategies):
             return None
         text = _field(example, self.field) or ""
-        norm_text = normalize(text)
-        if not norm_text:
-            return ("empty", f"{self.field!r} has no words")
         source = _field(example, self.source_field) or ""
-        norm_source = normalize(source)
         subject = _field(example, self.subject_field)
         obj = _field(example, self.object_field)
         problem = reversal_problem(text, source, subject, obj, require_order=self.require_order)
@@ -204,6 +200,7 @@ class ReverseCheck(RowFilter):
                     f"fields {self.subject_field!r}/{self.object_field!r} missing or empty",
                 )
             subject = obj = None
+        norm_text, norm_source = normalize(text), normalize(source)
         for forward, allowed in self.rules.items():
             if _phrase_in(forward, norm_source) and not any(
                 _phrase_in(form, norm_text) for form in allowed

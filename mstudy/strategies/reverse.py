@@ -92,11 +92,13 @@ def reversal_problem(
 ) -> tuple[str, str] | None:
     """What is wrong with ``reply`` as the reversal of ``source``: (reason, detail), or None.
 
-    The reply must not be a copy of the source, must contain each entity that is given
+    The reply must have words, must not be a copy of the source, must contain each entity given
     (blank ones are skipped) and, with ``require_order`` and both entities, name the object
     first. The :class:`Reverse` strategy and the ``reverse_check`` filter both use this.
     """
     said = Normalized(reply)  # normalised once for every check below
+    if not said.text:
+        return ("empty", f"no words in {reply[:120]!r}")
     own = normalize(source)
     if own and said.text == own:
         return ("copy of the source", reply[:120])
