@@ -13,7 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mstudy import Completion, Example, Record, Rejection, Request, ScriptedTeacher, Study
+from mstudy import (
+    Completion,
+    Example,
+    Record,
+    RecordError,
+    Rejection,
+    Request,
+    ScriptedTeacher,
+    Study,
+)
 from mstudy.config import parse_config
 from mstudy.plugins import create
 from mstudy.retrieval import BM25Index, EmbeddingIndex, TfidfIndex, build_index, tokenize
@@ -120,6 +129,69 @@ def test_prompt_holds_the_related_texts() -> None:
     assert prompt.startswith("Fact: Lena Brandt lives in Meridia.")
     assert prompt.count("\n- ") == 2 and "..." in prompt
     assert request.variables["related_ids"][0] in {"f1", "f3"}
+
+
+def test_prefill_reaches_the_request_and_may_use_the_related_records() -> None:
+    record = Record.from_mapping(FACTS[1])
+    plain = Connect(corpus=FACTS, k=2).requests(record)[0]
+    assert plain.prefill is None
+    fixed = Connect(corpus=FACTS, k=2, prefill="In short,").requests(record)[0]
+    assert fixed.prefill == "In short," and fixed.key != plain.key
+    counted = Connect(corpus=FACTS, k=2, prefill="Linking {{ related_ids | length }} facts:")
+    assert counted.requests(record)[0].prefill == "Linking 2 facts:"
+    assert counted.fingerprint != Connect(corpus=FACTS, k=2).fingerprint
+
+
+# Request keys (a hash of messages, prefill, params and sample) computed with the code before
+# Connect left request building to TemplateStrategy: the same corpus gives the same requests.
+OLD_KEYS = {
+    "default": [
+        ["60d6f10fbc39290ac94f2644c4d06328"],
+        ["8bb19f6a6c296821e84d4169f27c07a3"],
+        ["39e2cb221958ece6ce6c8613a9485b91"],
+        None,
+        ["83468f87b035dd5892f31682e88290cf"],
+        ["6f00285c1f485c5d3eaffb5822f3104e"],
+    ],
+    "k2-n2-seeded": [
+        ["cb03438714b2baf368d964239028fd09", "3e9ccbf4f3b57857f92dc7c455c98515"],
+        ["e7f5a65b6a9aa33f4427d85d73cf7b53", "97ad9c3baeaacde612b5956ded0290bf"],
+        ["f76a8f07be9ce4dcb3ecee2314618b15", "e2ee6d8f985a0f7b40abf1264b4bc8ae"],
+        None,
+        ["ca2bae59b27c2977213e3a03fb40618c", "d792b5b64bdcf6ff3a4b0f58cf25aab1"],
+        ["68a009a3f325c660584d7c18d64d10a7", "83b986372e3864aa607f8e7c377ecb95"],
+    ],
+    "tfidf-k1": [
+        ["01855d073adfb5a1e53ff3205b629423"],
+        ["eab6fc7a26bf541cafd41198f0e3d5a5"],
+        ["1c61e7804aad7542ae621c9a1ee9975a"],
+        None,
+        ["6c4f7fad668744bc5c904b7ff0af56fa"],
+        ["5348c2e34491e5687a24536b36b9c8fb"],
+    ],
+}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "k2-n2-seeded": {"k": 2, "n": 2, "params": {"seed": 3}},
+    "tfidf-k1": {"backend": "tfidf", "k": 1},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_requests_are_the_same_as_before_the_template_vars_hook(name: str) -> None:
+    connect = Connect(corpus=FACTS, **SETTINGS[name])
+    got: list[list[str] | None] = []
+    for fact in FACTS:
+        try:
+            requests = connect.requests(Record.from_mapping(fact))
+        except RecordError:
+            got.append(None)  # f4 (water) shares no word with any other fact
+            continue
+        got.append([r.key for r in requests])
+        for request in requests:
+            assert request.prefill is None and request.source_id == fact["id"]
+            assert set(request.variables) == {"text", "related", "related_ids", "related_texts"}
+    assert got == OLD_KEYS[name]
 
 
 def test_replies_that_do_not_connect_are_rejected() -> None:

@@ -17,8 +17,11 @@ from mstudy import (
     Example,
     LengthFilter,
     Message,
+    Record,
+    Reject,
     Rejection,
     Request,
+    Reverse,
     ScriptedTeacher,
 )
 from mstudy.config import parse_config
@@ -142,6 +145,93 @@ def test_entities_only_when_given() -> None:
     )
     assert reason(ReverseCheck().check(same_order)) == "not reversed"
     assert isinstance(ReverseCheck(require_order=False).check(same_order), Example)
+
+
+def test_a_lone_entity_is_checked_as_the_strategy_checks_it() -> None:
+    only_object = example(input=FACT, text="Olaf Brandt's daughter is Lena.", object="Lena Brandt")
+    assert reason(ReverseCheck().check(only_object)) == "object missing"
+    only_subject = example(input=FACT, text="Lena Brandt's father is Olaf Brandt.", subject="Olaf")
+    assert isinstance(ReverseCheck().check(only_subject), Example)
+    assert reason(ReverseCheck(require_entities=True).check(only_subject)) == "no entities"
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzéøßçåñüłžжпрлдあ李"
+_WORD_ST = st.text(alphabet=_LETTERS, min_size=1, max_size=7).map(str.capitalize)
+_NAME_ST = st.one_of(
+    st.lists(_WORD_ST, min_size=1, max_size=3).map(" ".join),
+    st.sampled_from(
+        ["Zoë Ångström", "José María Pérez", "Олег Петров", "李小龙", "Jean-Luc O'Neil", "Ada"]
+    ),
+)
+_RELATION_ST = st.one_of(
+    st.sampled_from(
+        [
+            "is the father of",
+            "wrote",
+            "mentors",
+            "is married to",
+            "discovered",
+            "is the capital of",
+            "lives next to",
+            "works for",
+        ]
+    ),
+    st.lists(st.text(alphabet="abcdefxyz", min_size=1, max_size=6), min_size=1, max_size=3).map(
+        " ".join
+    ),
+)
+_ENTITY_ST = st.one_of(st.none(), st.just("  "), st.just("given"))
+
+
+@st.composite
+def _reversal_cases(draw: st.DrawFn) -> tuple[dict[str, str], str]:
+    subject, obj = draw(_NAME_ST), draw(_NAME_ST)
+    relation = draw(_RELATION_ST)
+    source = f"{subject} {relation} {obj}."
+    back = draw(_RELATION_ST)
+    reply = draw(
+        st.sampled_from(
+            [
+                f"{obj} {back} {subject}.",
+                f"{obj.upper()} {relation} {subject.lower()}!",
+                f"{subject} {back} {obj}.",
+                source,
+                f"{obj} {back}.",
+                f"{subject} {back}.",
+                f"{back} {draw(_NAME_ST)}.",
+                "...",
+            ]
+        )
+    )
+    record = {"id": "r", "text": source}
+    for role, name in (("subject", subject), ("object", obj)):
+        given = draw(_ENTITY_ST)
+        if given is not None:
+            record[role] = name if given == "given" else given
+    return record, reply
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_reversal_cases())
+def test_the_reverse_strategy_and_filter_agree(case: tuple[dict[str, str], str]) -> None:
+    """What the strategy rejects, the filter rejects alike; what it keeps, the filter keeps
+    unless the relation was not rewritten (the filter's one check of its own)."""
+    fields, reply = case
+    strategy = Reverse()
+    variables = strategy.variables(Record.from_mapping(fields))
+    verdict = strategy.check(variables, reply)
+    row = example(
+        input=fields["text"],
+        text=reply,
+        **{k: v for k, v in fields.items() if k in ("subject", "object")},
+    )
+    filtered = ReverseCheck().check(row)
+    if isinstance(verdict, Reject):
+        assert isinstance(filtered, Rejection)
+        assert (filtered.reason, filtered.detail) == (verdict.reason, verdict.detail)
+    else:
+        assert verdict["text"] == reply
+        assert reason(filtered) in (None, "relation not rewritten")
 
 
 def test_other_strategies_pass_through() -> None:

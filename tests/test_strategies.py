@@ -79,6 +79,8 @@ def test_reverse_accepts_a_true_reversal() -> None:
         ("Lena Brandt has a father.", "subject missing"),
         ("Olaf Brandt's daughter is Lena Brandt.", "not reversed"),
         ("   ", "empty reply"),
+        ('""', "empty reply"),
+        ("...", "empty"),
         ("I'm sorry, I cannot help with that.", "refusal"),
     ],
 )

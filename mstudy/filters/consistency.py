@@ -19,7 +19,8 @@ from fractions import Fraction
 
 from mstudy.filters.base import RowFilter
 from mstudy.records import Example
-from mstudy.text import Normalized, is_refusal, normalize
+from mstudy.strategies.reverse import reversal_problem
+from mstudy.text import is_refusal, normalize
 
 __all__ = [
     "DEFAULT_BOILERPLATE",
@@ -137,10 +138,12 @@ class ReverseCheck(RowFilter):
     """Reversed facts: both entities present, object first, not a copy, relation rewritten.
 
     The entities come from the example's ``subject``/``object`` fields (the names are
-    configurable); without them only the copy check and the relation rules apply, unless
-    ``require_entities`` is set. ``rules`` maps a forward relation phrase to phrases one of
-    which the reversal must contain (``{"father of": ["child of", "s father"]}``; matching
-    is on normalised words, so ``'s father`` is written ``s father``); they extend
+    configurable) and are checked by :func:`~mstudy.strategies.reverse.reversal_problem`, as
+    the ``reverse`` strategy checks them: each one given must appear, the object first when
+    both are given. Without both, ``require_entities`` rejects the example. ``rules`` maps a
+    forward relation phrase to phrases one of which the reversal must contain
+    (``{"father of": ["child of", "s father"]}``; matching is on normalised words, so
+    ``'s father`` is written ``s father``); they extend
     :data:`DEFAULT_RELATION_RULES` unless ``default_rules=False``. Beyond the rules, when
     both entities are known, the words between them must change (``A is the father of B`` ->
     ``B is the father of A`` is rejected) unless the relation is symmetric (``symmetric``,
@@ -184,15 +187,12 @@ class ReverseCheck(RowFilter):
         if not _applies(example, self.strategies):
             return None
         text = _field(example, self.field) or ""
-        norm_text = normalize(text)
-        if not norm_text:
-            return ("empty", f"{self.field!r} has no words")
         source = _field(example, self.source_field) or ""
-        norm_source = normalize(source)
-        if norm_source and norm_text == norm_source:
-            return ("copy of the source", text[:120])
         subject = _field(example, self.subject_field)
         obj = _field(example, self.object_field)
+        problem = reversal_problem(text, source, subject, obj, require_order=self.require_order)
+        if problem is not None:
+            return problem
         if not (subject and subject.strip() and obj and obj.strip()):
             if self.require_entities:
                 return (
@@ -200,13 +200,7 @@ class ReverseCheck(RowFilter):
                     f"fields {self.subject_field!r}/{self.object_field!r} missing or empty",
                 )
             subject = obj = None
-        if subject and obj:
-            said = Normalized(text)
-            for role, entity in (("subject", subject), ("object", obj)):
-                if not said.contains(entity):
-                    return (f"{role} missing", f"{entity!r} not in {text[:120]!r}")
-            if self.require_order and said.position(obj) > said.position(subject):
-                return ("not reversed", f"{subject!r} still comes before {obj!r}")
+        norm_text, norm_source = normalize(text), normalize(source)
         for forward, allowed in self.rules.items():
             if _phrase_in(forward, norm_source) and not any(
                 _phrase_in(form, norm_text) for form in allowed

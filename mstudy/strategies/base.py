@@ -186,6 +186,7 @@ class TemplateStrategy:
     def requests(self, record: Record) -> list[Request]:
         """One request per sample for ``record``; RecordError when a needed field is unusable."""
         variables = self.variables(record)
+        variables.update(self.template_vars(record, variables))
         messages = self.messages(variables)
         prefill = render(self._prefill, variables).strip() if self._prefill else None
         return [
@@ -201,6 +202,13 @@ class TemplateStrategy:
             )
             for i in range(self.n)
         ]
+
+    def template_vars(self, record: Record, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Extra template variables for ``record`` beyond its roles (``variables``); none here.
+
+        Raise :class:`RecordError` when the record cannot be used.
+        """
+        return {}
 
     # -- parsing --------------------------------------------------------------------------
 

@@ -191,8 +191,8 @@ class Connect(TemplateStrategy):
 
     # -- requests and parsing -------------------------------------------------------------
 
-    def requests(self, record: Record) -> list[Request]:
-        variables = self.variables(record)
+    def template_vars(self, record: Record, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``related`` (the prompt's list), ``related_ids`` and ``related_texts``."""
         related = self.related(record.id, variables["text"])
         if not related:
             raise RecordError(
@@ -201,24 +201,13 @@ class Connect(TemplateStrategy):
                 field=self.fields["text"],
             )
         limit = self.max_related_chars
-        variables["related"] = "\n".join(
-            f"- {t if len(t) <= limit else t[:limit].rstrip() + '...'}" for _, t, _ in related
-        )
-        variables["related_ids"] = [rid for rid, _, _ in related]
-        variables["related_texts"] = [t for _, t, _ in related]
-        messages = self.messages(variables)
-        return [
-            Request(
-                messages=messages,
-                params=self.params,
-                sample=i,
-                source_id=record.id,
-                strategy=self.name,
-                strategy_version=self.version,
-                variables=variables,
-            )
-            for i in range(self.n)
-        ]
+        return {
+            "related": "\n".join(
+                f"- {t if len(t) <= limit else t[:limit].rstrip() + '...'}" for _, t, _ in related
+            ),
+            "related_ids": [rid for rid, _, _ in related],
+            "related_texts": [t for _, t, _ in related],
+        }
 
     def parse(
         self, record: Record, request: Request, completion: Completion

@@ -15,6 +15,8 @@ from mstudy.records import GenerationParams
 from mstudy.strategies.base import FewShot, Reject, TemplateStrategy
 from mstudy.text import Normalized, first_line, normalize, strip_label
 
+__all__ = ["Reverse", "reversal_problem"]
+
 
 class Reverse(TemplateStrategy):
     """Restate a fact starting from its object ("B is the child of A" for "A is B's parent")."""
@@ -73,13 +75,38 @@ class Reverse(TemplateStrategy):
         reply = strip_label(first_line(text))
         if not reply:
             return Reject("empty reply")
-        said = Normalized(reply)  # normalised once for every check below
-        if said.text == normalize(source):
-            return Reject("copy of the source", reply[:120])
         subject, obj = variables.get("subject"), variables.get("object")
-        for role, entity in (("subject", subject), ("object", obj)):
-            if entity and not said.contains(entity):
-                return Reject(f"{role} missing", f"{entity!r} not in {reply[:120]!r}")
-        if self.require_order and subject and obj and said.position(obj) > said.position(subject):
-            return Reject("not reversed", f"{subject!r} still comes before {obj!r}")
+        problem = reversal_problem(reply, source, subject, obj, require_order=self.require_order)
+        if problem is not None:
+            return Reject(*problem)
         return {"input": source, "text": reply, "answer": None, "subject": subject, "object": obj}
+
+
+def reversal_problem(
+    reply: str,
+    source: str,
+    subject: str | None,
+    obj: str | None,
+    *,
+    require_order: bool = True,
+) -> tuple[str, str] | None:
+    """What is wrong with ``reply`` as the reversal of ``source``: (reason, detail), or None.
+
+    The reply must have words, must not be a copy of the source, must contain each entity given
+    (blank ones are skipped) and, with ``require_order`` and both entities, name the object
+    first. The :class:`Reverse` strategy and the ``reverse_check`` filter both use this.
+    """
+    said = Normalized(reply)  # normalised once for every check below
+    if not said.text:
+        return ("empty", f"no words in {reply[:120]!r}")
+    own = normalize(source)
+    if own and said.text == own:
+        return ("copy of the source", reply[:120])
+    subject = subject if subject and subject.strip() else None
+    obj = obj if obj and obj.strip() else None
+    for role, entity in (("subject", subject), ("object", obj)):
+        if entity and not said.contains(entity):
+            return (f"{role} missing", f"{entity!r} not in {reply[:120]!r}")
+    if require_order and subject and obj and said.position(obj) > said.position(subject):
+        return ("not reversed", f"{subject!r} still comes before {obj!r}")
+    return None
