@@ -41,6 +41,7 @@ _SINGULAR = {"teachers": "teacher", "strategies": "strategy", "filters": "filter
 _KIND_ALIASES = {**{k: k for k in KINDS}, **{v: k for k, v in _SINGULAR.items()}}
 # The members of each protocol in mstudy.interfaces that a created object must have.
 
+
 class ParameterError(ConfigError):
     """:func:`create` was given parameters the plugin does not take.
 

@@ -137,4 +137,3 @@ def _words_before_last(messages: tuple[Message, ...]) -> int:
     """Words (the scripted teacher's tokens) in the turns before the last: the system and
     few-shot turns, which every request of a strategy repeats."""
     return sum(len(m.content.split()) for m in messages)
-
