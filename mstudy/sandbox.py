@@ -1,8 +1,9 @@
 """Run untrusted Python (teacher-written programs) in a separate, confined process.
 
 Generated code never runs in the caller's process: :func:`run_python` writes it to a fresh
-temporary folder and starts ``python -I -S`` there with an empty environment. A small
-bootstrap in that child applies the limits before the program's first line runs:
+temporary folder and starts ``python -I -S`` there with an empty environment, running the
+child module ``mstudy/_sandbox_child.py`` (standard library only; it imports nothing of
+mstudy). It applies the limits before the program's first line runs:
 
 ==================  ===========================================================================
 layer               what it does (``SandboxResult.guards`` names the layers that were active)
@@ -20,14 +21,21 @@ layer               what it does (``SandboxResult.guards`` names the layers that
 ``landlock-net``    Landlock ABI >= 4: no TCP ``connect``/``bind`` at all
 ``landlock-scope``  Landlock ABI >= 6: no signals to, nor abstract Unix sockets of, processes
                     outside the sandbox
-``audit``           a Python audit hook (defence in depth, bypassable by native code, so it
-                    also blocks ``ctypes``): no sockets, no subprocesses or ``fork``, no file
-                    opened or changed outside the allowed folders
+``audit``           a Python audit hook, defence in depth and **not a boundary**: no sockets,
+                    subprocesses, ``fork`` or ``ctypes``; no file opened or changed outside the
+                    allowed folders, no folder descriptor (``dir_fd``, ``fchdir``) outside the
+                    working folder
 ==================  ===========================================================================
 
 The parent enforces a wall-clock timeout and an output cap, and on either kills the whole
 process group (``killpg``); with ``pidns`` nothing survives that, with ``uid`` a final
 ``kill(-1)`` as the sandbox uid ends stragglers.
+
+The boundaries are the kernel's: rlimits, the uid switch, the namespaces and Landlock; code in
+the sandbox cannot lift them. The audit hook only sees Python-level calls: native code
+bypasses it, a few calls raise no audit event (``os.mkfifo``, ``os.mknod``, ``os.chroot``),
+and a determined program can reach the hook's state through the interpreter. It makes
+escapes harder where the kernel layers are missing; it does not contain a hostile program.
 
 What is guaranteed, and where:
 
@@ -40,11 +48,12 @@ What is guaranteed, and where:
 * Process count: ``RLIMIT_NPROC`` is per uid. As root the sandbox uid is fresh, so the cap is
   exact; otherwise it is set to the uid's current process count plus ``max_processes``.
 
-Not guaranteed: confinement on non-Linux systems (only rlimits, the audit hook and the
-timeout apply; ``RLIMIT_AS`` is ignored on macOS); disk space (many files below the size cap
-can still fill the temporary folder's file system); connecting to filesystem (pathname) Unix
-sockets the uid may open, when only Landlock (no uid switch) guards them. Use
-``require=(...)`` to refuse to run where a layer you rely on is missing.
+Not guaranteed: file confinement without Landlock, nor network confinement without a network
+namespace or Landlock's TCP rules (off Linux only rlimits, the audit hook and the timeout
+apply, and the hook is not a boundary; ``RLIMIT_AS`` is ignored on macOS); disk space (many
+files below the size cap can still fill the temporary folder's file system); connecting to
+filesystem (pathname) Unix sockets the uid may open, when only Landlock (no uid switch)
+guards them. Use ``require=(...)`` to refuse to run where a layer you rely on is missing.
 """
 
 from __future__ import annotations
@@ -66,6 +75,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mstudy import _sandbox_child
+from mstudy._sandbox_child import MAIN, REQUIRE_EXIT
 from mstudy.errors import MstudyError
 
 __all__ = [
@@ -89,8 +100,6 @@ GUARDS = (
 )
 """Every isolation layer :func:`run_python` may report in ``SandboxResult.guards``."""
 
-_REQUIRE_EXIT = 97
-_MAIN = "main.py"
 _UID_BASE = 1_500_000_000
 _UID_SPAN = 500_000_000
 
@@ -176,212 +185,24 @@ class SandboxResult:
 
 
 # -- the child side -----------------------------------------------------------------------------
-# Runs as ``python -I -S -c _BOOTSTRAP CONFIG`` in the temporary folder: stdlib only, py3.10.
+# mstudy/_sandbox_child.py, run as ``python -I -S <that file> CONFIG`` in the temporary folder.
 
-_BOOTSTRAP = r"""
-import json, os, sys, resource, types
-cfg = json.loads(sys.argv[1])
-guards = []
-status_fd = cfg["status_fd"]
+_CHILD = Path(_sandbox_child.__file__)
 
-def _limit(which, value, slack=0):
+
+def _child_command(interpreter: str, *, switched: bool) -> list[str]:
+    """The command line that starts the child module (the config is appended).
+
+    The child runs by path. A fresh uid cannot read it where mstudy is installed in a folder
+    closed to others (e.g. under ``/root``): then its source, read here, is passed with ``-c``.
+    """
+    if not switched or _world_usable(str(_CHILD), 0o004):
+        return [interpreter, "-I", "-S", str(_CHILD)]
     try:
-        soft, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY and value + slack > hard:
-            value, slack = hard, 0
-        resource.setrlimit(which, (value, value + slack))
-        return True
-    except (ValueError, OSError):
-        return False
-
-lim = cfg["limits"]
-ok = [_limit(resource.RLIMIT_AS, lim["memory"]), _limit(resource.RLIMIT_CPU, lim["cpu"], 1),
-      _limit(resource.RLIMIT_FSIZE, lim["fsize"]), _limit(resource.RLIMIT_NOFILE, lim["nofile"]),
-      _limit(resource.RLIMIT_CORE, 0)]
-if hasattr(resource, "RLIMIT_NPROC"):
-    ok.append(_limit(resource.RLIMIT_NPROC, lim["nproc"]))
-if all(ok):
-    guards.append("rlimits")
-if cfg["uid_switched"]:
-    guards.append("uid")
-
-libc = None
-if sys.platform.startswith("linux"):
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-    except Exception:
-        libc = None
-
-NEWUSER, NEWNET, NEWPID = 0x10000000, 0x40000000, 0x20000000
-pidns = False
-if libc is not None and cfg["namespaces"]:
-    for flags, names in ((NEWUSER | NEWNET | NEWPID, ("userns", "netns", "pidns")),
-                         (NEWNET | NEWPID, ("netns", "pidns")), (NEWNET, ("netns",))):
-        if libc.unshare(flags) == 0:
-            guards.extend(names)
-            pidns = "pidns" in names
-            break
-
-def _wait_and_exit(pid):
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
-    os._exit(os.WEXITSTATUS(status))
-
-if pidns:
-    # this process stays outside the namespace and waits; its child is the namespace's init,
-    # a reaper whose exit kills everything left inside; the grandchild runs the program
-    pid = os.fork()
-    if pid:
-        os.close(status_fd)
-        _wait_and_exit(pid)
-    pid = os.fork()
-    if pid:
-        os.close(status_fd)
-        code = 1
-        while True:
-            try:
-                done, status = os.wait()
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            if done == pid:
-                signalled = os.WIFSIGNALED(status)
-                code = 128 + os.WTERMSIG(status) if signalled else os.WEXITSTATUS(status)
-                break
-        os._exit(code)
-
-work = cfg["dir"]
-reads = [p for p in cfg["read_paths"] if os.path.exists(p)]
-
-def _landlock():
-    import ctypes
-    abi = libc.syscall(444, None, 0, 1)
-    if abi < 1:
-        return []
-    fs_all = (1 << 13) - 1
-    if abi >= 2: fs_all |= 1 << 13
-    if abi >= 3: fs_all |= 1 << 14
-    if abi >= 5: fs_all |= 1 << 15
-    file_rights = (1 << 0) | (1 << 1) | (1 << 2)
-    file_rights |= ((1 << 14) if abi >= 3 else 0) | ((1 << 15) if abi >= 5 else 0)
-    read = (1 << 2) | (1 << 3)
-
-    class Attr(ctypes.Structure):
-        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
-
-    class Beneath(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
-
-    net = 3 if abi >= 4 else 0
-    scoped = 3 if abi >= 6 else 0
-    size = 24 if abi >= 6 else (16 if abi >= 4 else 8)
-    attr = Attr(fs_all, net, scoped)
-    rfd = libc.syscall(444, ctypes.byref(attr), ctypes.c_size_t(size), 0)
-    if rfd < 0:
-        return []
-    rules = [(work, fs_all)] + [(p, read) for p in reads] + [("/dev/null", (1 << 1) | (1 << 2))]
-    for path, access in rules:
-        try:
-            pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            if not os.path.isdir(path):
-                access &= file_rights
-            rule = Beneath(access & fs_all, pfd)
-            if libc.syscall(445, rfd, 1, ctypes.byref(rule), 0) != 0:
-                return []
-        finally:
-            os.close(pfd)
-    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.syscall(446, rfd, 0) != 0:
-        return []
-    os.close(rfd)
-    names = ["landlock-fs"] + (["landlock-net"] if net else [])
-    return names + (["landlock-scope"] if scoped else [])
-
-if libc is not None and cfg["landlock"]:
-    try:
-        guards.extend(_landlock())
-    except Exception:
-        pass
-libc = None
-sys.modules.pop("ctypes", None)
-
-def _install_audit():
-    import posixpath
-    realpath, join, sep = posixpath.realpath, posixpath.join, posixpath.sep
-    allowed_write = (realpath(work),)
-    allowed_read = allowed_write + tuple(realpath(p) for p in reads) + ("/dev/null",)
-    wflags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-    blocked_prefixes = ("socket.", "subprocess.", "ctypes.", "os.exec", "os.spawn",
-                        "os.posix_spawn", "os.fork", "os.forkpty", "pty.", "os.system",
-                        "os.kill", "os.killpg", "signal.pthread_kill", "os.putenv", "os.unsetenv",
-                        "_posixsubprocess.")
-    one_path = ("os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
-                "os.utime", "os.chdir", "os.chroot", "os.mkfifo", "os.mknod", "shutil.rmtree")
-    two_paths = ("os.rename", "os.link", "os.symlink", "shutil.move", "shutil.copyfile")
-    read_events = ("os.listdir", "os.scandir", "glob.glob")
-    def inside(path, roots):
-        if isinstance(path, int):
-            return True
-        try:
-            path = os.fsdecode(path)
-        except TypeError:
-            return False
-        full = realpath(join(work, path))
-        return any(full == r or full.startswith(r.rstrip(sep) + sep) for r in roots)
-    def hook(event, args):
-        if event.startswith(blocked_prefixes):
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        if event == "open":
-            path, mode, flags = args
-            writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & wflags)
-            if not inside(path, allowed_write if writes else allowed_read):
-                raise PermissionError(f"sandbox: may not open {path!r} here")
-        elif event in read_events:
-            if args and args[0] is not None and not inside(args[0], allowed_read):
-                raise PermissionError(f"sandbox: may not read {args[0]!r} here")
-        elif event in one_path or event in two_paths:
-            for target in args[: 2 if event in two_paths else 1]:
-                if not inside(target, allowed_write):
-                    raise PermissionError(f"sandbox: {event} outside the working folder")
-    sys.addaudithook(hook)
-
-if cfg["audit"]:
-    _install_audit()
-    guards.append("audit")
-
-missing = [g for g in cfg["require"] if g not in guards]
-try:
-    os.write(status_fd, (json.dumps({"guards": guards, "missing": missing}) + "\n").encode())
-finally:
-    os.close(status_fd)
-if missing:
-    sys.stderr.write("sandbox: required isolation unavailable: " + ", ".join(missing) + "\n")
-    sys.stderr.flush()
-    os._exit(97)
-
-sys.dont_write_bytecode = True
-sys.argv = ["main.py"]
-with open(os.path.join(work, "main.py"), encoding="utf-8") as _f:
-    _source = _f.read()
-_code = compile(_source, "main.py", "exec")
-_main = types.ModuleType("__main__")
-_main.__file__ = "main.py"
-sys.modules["__main__"] = _main
-exec(_code, _main.__dict__)
-"""
+        source = _CHILD.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SandboxError(f"the sandbox's child module is unreadable: {exc}") from exc
+    return [interpreter, "-I", "-S", "-c", source]
 
 
 # -- the parent side ----------------------------------------------------------------------------
@@ -396,11 +217,14 @@ def _read_paths() -> list[str]:
     return sorted(p for p in paths if os.path.exists(p))
 
 
-def _world_usable(path: str) -> bool:
-    """Whether any uid may run ``path``: the file and every folder above it are open to all."""
+def _world_usable(path: str, mode: int = 0o005) -> bool:
+    """Whether any uid may use ``path`` (``mode``: run it; 0o004: read it).
+
+    The file grants ``mode`` to all, and every folder above it is open to all.
+    """
     real = os.path.realpath(path)
     try:
-        if os.stat(real).st_mode & 0o005 != 0o005:
+        if os.stat(real).st_mode & mode != mode:
             return False
         parent = os.path.dirname(real)
         while True:
@@ -515,7 +339,7 @@ def run_python(
     work = tempfile.mkdtemp(prefix="mstudy-sandbox-")
     status_r, status_w = os.pipe()
     try:
-        Path(work, _MAIN).write_text(code, encoding="utf-8")
+        Path(work, MAIN).write_text(code, encoding="utf-8")
         settings = {
             "dir": work,
             "status_fd": status_w,
@@ -583,7 +407,7 @@ def _spawn(
     work = str(settings["dir"])
     if uid is not None:
         os.chown(work, uid, uid)
-        os.chown(os.path.join(work, _MAIN), uid, uid)
+        os.chown(os.path.join(work, MAIN), uid, uid)
     nproc = limits.max_processes + (_process_count(os.getuid()) if uid is None else 0)
     config = {
         **settings,
@@ -602,7 +426,7 @@ def _spawn(
     status_fd = settings["status_fd"]
     assert isinstance(status_fd, int)
     proc: subprocess.Popen[bytes] = subprocess.Popen(  # our argv; the code is data in a file
-        [interpreter, "-I", "-S", "-c", _BOOTSTRAP, json.dumps(config)],
+        [*_child_command(interpreter, switched=uid is not None), json.dumps(config)],
         cwd=work,
         env={},
         stdin=subprocess.PIPE if feed_stdin else subprocess.DEVNULL,
@@ -618,7 +442,7 @@ def _spawn(
 
 def _limit_of(returncode: int, stderr: str, missing: tuple[str, ...]) -> str | None:
     """Which limit ended a run, read from its exit status and last words."""
-    if missing and returncode == _REQUIRE_EXIT:
+    if missing and returncode == REQUIRE_EXIT:
         return "isolation"
     if returncode == -signal.SIGXCPU:
         return "cpu"

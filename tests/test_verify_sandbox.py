@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import shutil
 import signal
 import socket
 import textwrap
@@ -33,6 +34,7 @@ from mstudy import (
     Request,
     ScriptedTeacher,
     Study,
+    sandbox,
 )
 from mstudy.config import parse_config
 from mstudy.filters.verify import (
@@ -124,6 +126,27 @@ def test_working_folder_is_fresh_and_removed() -> None:
     folder, listing = result.stdout.splitlines()
     assert "mstudy-sandbox-" in folder and listing == "['main.py']"
     assert not Path(folder).exists()
+
+
+def test_the_child_module_runs_by_path() -> None:
+    command = sandbox._child_command("python3", switched=False)
+    assert command == ["python3", "-I", "-S", str(sandbox._CHILD)]
+    assert sandbox._CHILD.name == "_sandbox_child.py" and sandbox._CHILD.is_file()
+
+
+def test_a_fresh_uid_runs_the_child_even_where_mstudy_is_closed_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guards: tuple[str, ...]
+) -> None:
+    need(guards, "uid")  # root callers only: the program runs as a fresh uid
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    child = closed / "_sandbox_child.py"
+    shutil.copy(sandbox._CHILD, child)
+    monkeypatch.setattr(sandbox, "_CHILD", child)
+    assert sandbox._child_command("python3", switched=True)[3] == "-c"
+    result = run_python("print(6 * 7)", limits=FAST)
+    assert result.ok and result.last_line == "42", result.stderr
+    assert "uid" in result.guards and "audit" in result.guards
 
 
 def test_generated_code_never_runs_in_the_callers_process(monkeypatch: pytest.MonkeyPatch) -> None:
