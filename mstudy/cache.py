@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mstudy.errors import MstudyError
+from mstudy.errors import CacheError
 from mstudy.records import Completion
 
 _SCHEMA = """
@@ -42,10 +42,6 @@ CREATE TABLE IF NOT EXISTS outcomes (
 
 
 _BATCH = 500  # keys per SELECT: well under SQLite's limit on bound parameters
-
-
-class CacheError(MstudyError):
-    """The cache file cannot be opened or written."""
 
 
 @dataclass(frozen=True, slots=True)

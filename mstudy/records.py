@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from mstudy.errors import RecordError
+from mstudy.errors import ConfigError, RecordError
 from mstudy.hashing import canonical_json, stable_hash
 from mstudy.identity import IdentityMemo
 
@@ -109,12 +109,23 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        def bad(name: str, rule: str) -> ConfigError:
+            return ConfigError(
+                f"{name} must be {rule}, got {getattr(self, name)!r}", parameter=name
+            )
+
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise bad("max_new_tokens", "an integer >= 1")
+        if not _is_number(self.temperature) or not self.temperature >= 0:
+            raise bad("temperature", "a number >= 0")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise bad("top_p", "a number in (0, 1]")
+        if self.seed is not None and not _is_int(self.seed):
+            raise bad("seed", "an integer")
+        if not isinstance(self.stop, (str, list, tuple)) or not all(
+            isinstance(s, str) for s in ([self.stop] if isinstance(self.stop, str) else self.stop)
+        ):
+            raise bad("stop", "a string or a list of strings")
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:
@@ -137,11 +148,20 @@ class GenerationParams:
         known = {"max_new_tokens", "temperature", "top_p", "seed", "stop"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown generation parameter(s) {', '.join(unknown)}; "
-                f"accepted: {', '.join(sorted(known))}"
+                f"accepted: {', '.join(sorted(known))}",
+                parameter=unknown[0],
             )
         return cls(**dict(data))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @lru_cache(maxsize=256)

@@ -66,7 +66,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mstudy.errors import MstudyError
+from mstudy.errors import SandboxError
 
 __all__ = [
     "GUARDS",
@@ -93,10 +93,6 @@ _REQUIRE_EXIT = 97
 _MAIN = "main.py"
 _UID_BASE = 1_500_000_000
 _UID_SPAN = 500_000_000
-
-
-class SandboxError(MstudyError):
-    """The sandbox itself could not run (not the program inside it failing)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,109 @@
+"""Config values checked against a plugin's declared parameter types, before it is built.
+
+A TOML value is a string, integer, float, boolean, date, array or table. :func:`mismatch`
+says when one cannot be what an annotation declares (a string for an ``int``, a table for a
+``str``); anything it cannot judge (a class it does not know, an annotation that does not
+evaluate) passes, and the plugin's constructor has the last word.
+"""
+
+from __future__ import annotations
+
+import collections.abc as abc
+import inspect
+import types
+import typing
+from pathlib import PurePath
+from typing import Any
+
+__all__ = ["mismatch", "parameter_types"]
+
+_UNKNOWN = object()  # an annotation that could not be evaluated
+_SEQUENCES = (list, tuple, set, frozenset, abc.Sequence, abc.Iterable, abc.Collection)
+_MAPPINGS = (dict, abc.Mapping, abc.MutableMapping)
+
+
+def parameter_types(obj: object) -> dict[str, Any]:
+    """The evaluated annotation of each named parameter of ``obj`` (a class or function)."""
+    try:
+        signature = inspect.signature(obj)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return {}
+    target = obj.__init__ if isinstance(obj, type) else obj  # type: ignore[misc]
+    namespace = getattr(inspect.unwrap(target), "__globals__", None)
+    if namespace is None:
+        module = inspect.getmodule(obj)
+        namespace = vars(module) if module is not None else {}
+    out: dict[str, Any] = {}
+    for name, parameter in signature.parameters.items():
+        annotation = parameter.annotation
+        if annotation is inspect.Parameter.empty or parameter.kind in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        ):
+            continue
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, dict(namespace))  # the plugin's own annotation
+            except Exception:  # a name imported only for type checkers, a newer syntax
+                annotation = _UNKNOWN
+        out[name] = annotation
+    return out
+
+
+def _describe(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("collections.abc.", "")
+
+
+def mismatch(value: Any, annotation: Any) -> str | None:
+    """What ``annotation`` expects, when ``value`` surely is not that; else None."""
+    return None if _fits(value, annotation) else _describe(annotation)
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    if annotation is _UNKNOWN or annotation is Any or annotation is object:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_fits(value, member) for member in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin is typing.Annotated:
+        return _fits(value, args[0])
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is bytes:
+        return isinstance(value, bytes)
+    kind = origin if origin is not None else annotation
+    if kind in _MAPPINGS:
+        if not isinstance(value, abc.Mapping):
+            return False
+        if len(args) == 2:
+            return all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+        return True
+    if kind in _SEQUENCES:
+        if isinstance(value, str):  # a string is a sequence of strings: let the plugin judge
+            return kind in (abc.Sequence, abc.Iterable, abc.Collection)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if kind is tuple and args and args[-1] is not Ellipsis:
+            return len(args) == len(value) and all(map(_fits, value, args))
+        return not args or all(_fits(item, args[0]) for item in value)
+    if kind is abc.Callable:
+        return callable(value)
+    if isinstance(kind, type):
+        if issubclass(kind, PurePath):
+            return isinstance(value, (str, PurePath))
+        if kind.__module__ == "builtins":  # list, dict, ... handled above; set, complex ...
+            return isinstance(value, kind)
+    return True  # a class of the plugin's own, a Protocol, a TypeVar: the plugin decides
