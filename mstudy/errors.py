@@ -156,7 +156,21 @@ def _rebuild_record_error(cls: type[RecordError], message: str, *data: Any) -> R
 
 
 class TemplateError(MstudyError, ValueError):
-    """A template is malformed or refers to a variable that is not there."""
+    """A template is malformed or refers to a variable that is not there.
+
+    ``line`` is the template's line of a syntax error (None for rendering errors).
+    """
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_template_error, (type(self), *self.args, self.line))
+
+
+def _rebuild_template_error(cls: type[TemplateError], message: str, line: Any) -> TemplateError:
+    return cls(message, line=line)
 
 
 class TeacherError(MstudyError, RuntimeError):

@@ -35,6 +35,7 @@ class Record:
             raise RecordError(
                 f"record #{index}: expected a mapping of fields, got {type(data).__name__}",
                 record_id=f"#{index}",
+                reason="not_a_mapping",
             )
         fields = dict(data)
         if id_field in fields and fields[id_field] is not None:
@@ -45,6 +46,7 @@ class Record:
                     f"got {type(raw).__name__}",
                     record_id=f"#{index}",
                     field=id_field,
+                    reason="invalid_record",
                 )
             record_id = str(raw)
             if not record_id.strip():
@@ -52,6 +54,7 @@ class Record:
                     f"record #{index}: field {id_field!r} is empty",
                     record_id=f"#{index}",
                     field=id_field,
+                    reason="invalid_record",
                 )
         else:
             record_id = stable_hash(fields)
@@ -65,6 +68,7 @@ class Record:
                 f"record {self.id!r}: missing field {name!r} (fields present: {available})",
                 record_id=self.id,
                 field=name,
+                reason="missing field",
             )
         value = self.fields[name]
         if not isinstance(value, str):
@@ -72,10 +76,14 @@ class Record:
                 f"record {self.id!r}: field {name!r} must be a string, got {type(value).__name__}",
                 record_id=self.id,
                 field=name,
+                reason="bad field",
             )
         if not value.strip():
             raise RecordError(
-                f"record {self.id!r}: field {name!r} is empty", record_id=self.id, field=name
+                f"record {self.id!r}: field {name!r} is empty",
+                record_id=self.id,
+                field=name,
+                reason="bad field",
             )
         if max_chars is not None and len(value) > max_chars:
             raise RecordError(
@@ -83,6 +91,7 @@ class Record:
                 f"more than the limit of {max_chars}",
                 record_id=self.id,
                 field=name,
+                reason="bad field",
             )
         return value
 
