@@ -61,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib.util
+import inspect
 import math
 import re
 import sys
@@ -362,14 +363,21 @@ class StudyConfig:
             return
         raise _error(f"source file not found: {value}", self.where("source")("path"), "path")
 
-    def build(self, *, progress: bool | None = None) -> tuple[Study, str]:
-        """Build every component and the :class:`~mstudy.study.Study`; returns it and the source.
+    def check_names(self) -> None:
+        """Raise a ConfigError at the first component whose plugin is not installed (no import)."""
+        for kind, table, where in self._jobs():
+            _lookup(kind, table, where)
 
-        All names are looked up first (no import), so a misspelt one is reported before a
-        teacher model loads. ``progress`` overrides ``[run] progress``.
+    def check_components(self) -> None:
+        """Check names, then each component's parameter names and value types; build nothing.
+
+        Imports the plugins' modules but creates no object, so nothing is written anywhere.
         """
-        from mstudy.study import Study
+        self.check_names()
+        for kind, table, where in self._jobs():
+            build_component(kind, table, where, base_dir=self.base_dir, create=False)
 
+    def _jobs(self) -> list[tuple[str, Mapping[str, Any], Where]]:
         jobs: list[tuple[str, Mapping[str, Any], Where]] = [
             *(
                 ("strategies", t, self.where("strategies", i))
@@ -381,8 +389,18 @@ class StudyConfig:
         ]
         if self.rejects is not None:
             jobs.append(("sinks", self.rejects, self.where("rejects")))
-        for kind, table, where in jobs:
-            _lookup(kind, table, where)
+        return jobs
+
+    def build(self, *, progress: bool | None = None) -> tuple[Study, str]:
+        """Build every component and the :class:`~mstudy.study.Study`; returns it and the source.
+
+        All names are looked up first (no import), so a misspelt one is reported before a
+        teacher model loads. ``progress`` overrides ``[run] progress``.
+        """
+        from mstudy.study import Study
+
+        jobs = self._jobs()
+        self.check_names()
         built: list[object] = []
         try:
             for kind, table, where in jobs:
@@ -480,13 +498,16 @@ def _lookup(kind: str, table: Mapping[str, Any], where: Where) -> None:
         raise _error(str(exc), where("name")) from exc
 
 
-def _check_types(kind: str, name: str, params: Mapping[str, Any]) -> None:
-    """Raise a ConfigError naming the first parameter whose value its declared type rules out."""
+def _check_types(kind: str, name: str, params: Mapping[str, Any]) -> object | None:
+    """Raise a ConfigError naming the first parameter whose value its declared type rules out.
+
+    Returns the plugin's class or factory (None for a ready-made instance).
+    """
     from mstudy.typecheck import mismatch, parameter_types
 
     obj = plugins.load(kind, name)
-    if not isinstance(obj, type) and not callable(obj):
-        return  # a ready-made instance: plugins.create refuses parameters for it
+    if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+        return None  # a ready-made instance: plugins.create refuses parameters for it
     declared = parameter_types(obj)
     for key, value in params.items():
         if key in declared:
@@ -497,6 +518,7 @@ def _check_types(kind: str, name: str, params: Mapping[str, Any]) -> None:
                     f"got {type(value).__name__} {value!r}",
                     parameter=key,
                 )
+    return obj
 
 
 def _check_templates(table: Mapping[str, Any], where: Where) -> None:
@@ -517,6 +539,7 @@ def build_component(
     where: Where | str = "",
     *,
     base_dir: Path | None = None,
+    create: bool = True,
 ) -> object:
     """Create the plugin a config table describes: ``name`` plus the plugin's parameters.
 
@@ -524,7 +547,7 @@ def build_component(
     :data:`Where`. Path parameters resolve against ``base_dir`` when it is given. Values
     are checked against the plugin's declared parameter types first; a ConfigError's
     ``parameter`` names the key at fault (the table's key, also for a key inside a table
-    value such as ``params``).
+    value such as ``params``). With ``create=False`` only the checks run (None is returned).
     """
 
     def locate(key: str | None) -> Place:
@@ -539,7 +562,11 @@ def build_component(
             for k, v in params.items()
         }
     try:
-        _check_types(kind, name, params)
+        obj = _check_types(kind, name, params)
+        if not create:
+            if obj is not None:
+                plugins.check_params(f"{plugins.singular(kind)} {name!r}", obj, params)
+            return None
         return plugins.create(kind, name, **params)
     except PluginLoadError as exc:
         path, line = locate("name")

@@ -23,18 +23,44 @@ _MAPPINGS = (dict, abc.Mapping, abc.MutableMapping)
 
 
 def parameter_types(obj: object) -> dict[str, Any]:
-    """The evaluated annotation of each named parameter of ``obj`` (a class or function)."""
+    """The evaluated annotation of each named parameter of ``obj`` (a class or function).
+
+    A class whose ``__init__`` passes ``**kwargs`` on to its base's also gets the base's
+    parameters (the way :func:`mstudy.plugins.check_params` reads them).
+    """
+    if not isinstance(obj, type):
+        return _annotations(obj)
+    out: dict[str, Any] = {}
+    for cls in obj.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None or cls is object:
+            continue
+        for name, annotation in _annotations(init, skip_first=True).items():
+            out.setdefault(name, annotation)
+        try:
+            forwards = any(
+                p.kind is inspect.Parameter.VAR_KEYWORD
+                for p in inspect.signature(init).parameters.values()
+            )
+        except (TypeError, ValueError):
+            break
+        if not forwards:
+            break
+    return out
+
+
+def _annotations(function: Any, *, skip_first: bool = False) -> dict[str, Any]:
     try:
-        signature = inspect.signature(obj)  # type: ignore[arg-type]
+        signature = inspect.signature(function)
     except (TypeError, ValueError):
         return {}
-    target = obj.__init__ if isinstance(obj, type) else obj  # type: ignore[misc]
-    namespace = getattr(inspect.unwrap(target), "__globals__", None)
+    namespace = getattr(inspect.unwrap(function), "__globals__", None)
     if namespace is None:
-        module = inspect.getmodule(obj)
+        module = inspect.getmodule(function)
         namespace = vars(module) if module is not None else {}
     out: dict[str, Any] = {}
-    for name, parameter in signature.parameters.items():
+    parameters = list(signature.parameters.values())[1 if skip_first else 0 :]
+    for parameter in parameters:
         annotation = parameter.annotation
         if annotation is inspect.Parameter.empty or parameter.kind in (
             inspect.Parameter.VAR_POSITIONAL,
@@ -46,7 +72,7 @@ def parameter_types(obj: object) -> dict[str, Any]:
                 annotation = eval(annotation, dict(namespace))  # the plugin's own annotation
             except Exception:  # a name imported only for type checkers, a newer syntax
                 annotation = _UNKNOWN
-        out[name] = annotation
+        out[parameter.name] = annotation
     return out
 
 
