@@ -3,7 +3,7 @@
 A TOML value is a string, integer, float, boolean, date, array or table. :func:`mismatch`
 says when one cannot be what an annotation declares (a string for an ``int``, a table for a
 ``str``); anything it cannot judge (a class it does not know, an annotation that does not
-evaluate) passes, and the plugin's constructor has the last word.
+evaluate, a Protocol) passes, and the plugin's constructor has the last word.
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def _fits(value: Any, annotation: Any) -> bool:
     if isinstance(kind, type):
         if issubclass(kind, PurePath):
             return isinstance(value, (str, PurePath))
-        if kind.__module__ == "builtins":  # list, dict, ... handled above; set, complex ...
-            return isinstance(value, kind)
-    return True  # a class of the plugin's own, a Protocol, a TypeVar: the plugin decides
+        if getattr(kind, "_is_protocol", False):  # typing.is_protocol() from 3.13
+            return True  # a Protocol: its members decide, the plugin judges
+        return isinstance(value, kind)  # TOML values are plain builtins: this is exact
+    return True  # a TypeVar, a NewType, ...: the plugin decides

@@ -52,7 +52,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from mstudy.errors import ConfigError, RemoteCallError, RemoteFailureKind, TeacherError
@@ -176,6 +176,8 @@ def _endpoint(base_url: str) -> _Endpoint:
     url = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
     shown = urlunsplit((parts.scheme, userinfo + host, parts.path, shown_query, ""))
     secrets = [s for s in (username, password, parts.netloc.rpartition("@")[0]) if s]
+    if username or password:  # as sent, in a Basic auth header a server may quote back
+        secrets.append(base64.b64encode(f"{username or ''}:{password or ''}".encode()).decode())
     secrets += [v for _, v in query if v]
     secrets += [quote(s, safe="") for s in list(secrets)]
     return _Endpoint(url, shown, username, password, tuple(dict.fromkeys(secrets)))
@@ -278,18 +280,20 @@ class RemoteTeacher:
             raise ConfigError(
                 f"max_retries must be an integer >= 0, got {max_retries!r}", parameter="max_retries"
             )
-        for label, number, lowest in (
-            ("timeout", timeout, None),
-            ("backoff_base", backoff_base, 0.0),
-            ("backoff_max", backoff_max, 0.0),
-            ("requests_per_minute", requests_per_minute, None),
-            ("tokens_per_minute", tokens_per_minute, None),
-        ):
+        numbers: tuple[tuple[str, float | None, bool], ...] = (
+            ("timeout", timeout, False),  # (label, value, whether 0 is allowed)
+            ("backoff_base", backoff_base, True),
+            ("backoff_max", backoff_max, True),
+            ("requests_per_minute", requests_per_minute, False),
+            ("tokens_per_minute", tokens_per_minute, False),
+        )
+        for label, number, zero_ok in numbers:
             if number is None and label.endswith("_per_minute"):
                 continue
-            ok = _is_number(number) and math.isfinite(number)
-            if not ok or (number < lowest if lowest is not None else not number > 0):
-                rule = "a finite number >= 0" if lowest is not None else "a finite number > 0"
+            if not (_is_number(number) and math.isfinite(cast(float, number))) or not (
+                cast(float, number) >= 0 if zero_ok else cast(float, number) > 0
+            ):
+                rule = "a finite number " + (">= 0" if zero_ok else "> 0")
                 raise ConfigError(f"{label} must be {rule}, got {number!r}", parameter=label)
         if prefill_mode not in ("continue", "assistant"):
             raise ConfigError(
