@@ -308,6 +308,8 @@ class RemoteTeacher:
             ) from exc
 
         self.model = model
+        self.base_url: str | None = None if self._endpoint is None else self._endpoint.shown
+        """The server's URL as shown to people: credentials and query values are ``***``."""
         self.provider = provider
         self.concurrency = concurrency
         self.timeout = float(timeout)
@@ -335,11 +337,6 @@ class RemoteTeacher:
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- identity -----------------------------------------------------------------------
-    @property
-    def base_url(self) -> str | None:
-        """The server's URL as shown to people: credentials and query values are ``***``."""
-        return None if self._endpoint is None else self._endpoint.shown
-
     @property
     def name(self) -> str:
         return "remote"
