@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mstudy.errors import MstudyError
+from mstudy.errors import CacheError
 from mstudy.records import Completion
 
 _SCHEMA = """
@@ -42,10 +42,18 @@ CREATE TABLE IF NOT EXISTS outcomes (
 
 
 _BATCH = 500  # keys per SELECT: well under SQLite's limit on bound parameters
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
+_UNCODED_RETRY_S = 5.0
 
 
-class CacheError(MstudyError):
-    """The cache file cannot be opened or written."""
+def _is_busy(exc: sqlite3.Error) -> bool | None:
+    """Whether SQLite said the database is busy or locked; None where Python does not say.
+
+    ``sqlite_errorcode`` exists from Python 3.11; on 3.10 the code is not exposed at all (only
+    the message has it), so the caller decides without it rather than read the text.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)  # 3.11+
+    return None if code is None else (code & 0xFF) in _BUSY_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +107,8 @@ class CallCache:
     def _setup(self) -> None:
         """WAL mode and the schema. Switching a new file to WAL takes an exclusive lock that
         SQLite does not wait for, so a process racing another one on a new cache retries."""
-        deadline = time.monotonic() + 60
+        began = time.monotonic()
+        deadline = began + 60
         while True:
             try:
                 self._db.execute("PRAGMA busy_timeout=60000")
@@ -113,7 +122,10 @@ class CallCache:
                 self._db.executescript(_SCHEMA)
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                busy = _is_busy(exc)
+                if busy is None:  # Python 3.10: retry any setup error, for a short while only
+                    busy = time.monotonic() < began + _UNCODED_RETRY_S
+                if not busy or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
 

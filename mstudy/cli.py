@@ -93,6 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise ConfigError(f"--push-to-hub: {exc}") from None
     publish = config.hub_settings(repo_id=args.push_to_hub, folder=args.save_for_hub)
+    config.check_components()  # names, parameters and their types: nothing is built yet
+    config.check_source()  # before anything (journal, outputs) is created on disk
     study, source = config.build(progress=False if args.quiet else None)
     limit = args.limit if args.limit is not None else config.limit
     if args.dry_run:

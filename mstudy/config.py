@@ -48,7 +48,10 @@
 A component may also be given by name alone (``teacher = "scripted"``,
 ``strategies = ["reverse", "paraphrase"]``). Parameters named ``path`` or ``dir``, or ending
 in ``_path`` or ``_dir``, resolve against the config file's folder. Every error is a
-:class:`~mstudy.errors.ConfigError` that starts with ``file:line:``. ``[hub]`` publishes the
+:class:`~mstudy.errors.ConfigError` that starts with ``file:line:`` and carries them as
+``.path`` and ``.line``, with the key at fault as ``.parameter``. Values are checked against
+the types a plugin declares for its parameters, and templates (``template``, ``system``,
+``prefill``, ``*_template``) are compiled, when the config is loaded. ``[hub]`` publishes the
 rows of the first ``jsonl`` or ``parquet`` sink (:meth:`StudyConfig.hub_settings`); it never
 takes a token (``HF_TOKEN`` or ``hf auth login`` provide one).
 """
@@ -58,6 +61,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib.util
+import inspect
+import math
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -67,7 +72,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mstudy import plugins
 from mstudy.budget import Budget
-from mstudy.errors import ConfigError, PluginError, PluginLoadError
+from mstudy.errors import ConfigError, PluginError, PluginLoadError, TemplateError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,8 +113,12 @@ _SECRET_KEY = re.compile(r"(?:^|[_-])(?:token|api[_-]?key|secret|passw(?:or)?d)$
 PUBLISHED_SINKS = ("jsonl", "parquet")
 """The sinks whose file ``[hub]`` publishes (the first of them with a ``path``)."""
 
-Where = Callable[[str | None], str]
-"""Gives the ``file:line`` of a key of a component table (None: the table itself)."""
+Place = tuple[str | None, int | None]
+"""A file (or other label) and a 1-based line in it, each None when not known."""
+Where = Callable[[str | None], Place]
+"""Gives the place of a key of a component table (None: the table itself)."""
+TEMPLATE_KEYS = ("template", "system", "prefill")
+"""Strategy parameters that are templates (and any ending in ``_template``)."""
 
 
 # -- locating lines ---------------------------------------------------------------------------
@@ -119,6 +128,23 @@ _NAME = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
 _ARRAY_HEADER = re.compile(rf"^\s*\[\[\s*({_NAME})\s*\]\]\s*(?:#.*)?$")  # [[name]]
 _TABLE_HEADER = re.compile(rf"^\s*\[\s*({_NAME})\s*\]\s*(?:#.*)?$")  # [name]
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def _toml_error_place(exc: tomllib.TOMLDecodeError) -> tuple[int | None, int | None, str]:
+    """(line, column, message without the position) of a TOML syntax error.
+
+    ``tomllib`` gives ``lineno``/``colno``/``msg`` attributes from Python 3.14 (``tomli``
+    from 2.1); before that (3.10-3.13) the position exists only in the message's tail, "(at
+    line L, column C)", and this is the one place that reads it from there.
+    """
+    lineno, colno, msg = (getattr(exc, a, None) for a in ("lineno", "colno", "msg"))
+    if isinstance(lineno, int) and isinstance(colno, int) and isinstance(msg, str):
+        return lineno, colno, msg
+    message = str(exc)
+    match = _TOML_POSITION.search(message)
+    if match is None:
+        return None, None, message
+    return int(match.group(1)), int(match.group(2)), message[: match.start()]
 
 
 def _dotted(name: str) -> str:
@@ -242,14 +268,11 @@ class StudyConfig:
         return None if progress is None else bool(progress)
 
     def budget(self) -> Budget | None:
-        """The ``[run]`` budget and prices, if any are set."""
+        """The ``[run]`` budget and prices, if any are set (their values are checked at load)."""
         keys = ("max_tokens", "max_cost", "price_in", "price_out")
         if not any(k in self.run for k in keys):
             return None
-        try:
-            return Budget(**{k: self.run[k] for k in keys if k in self.run})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.where('run')(None)}: {exc}") from exc
+        return Budget(**{k: self.run[k] for k in keys if k in self.run})
 
     def journal_dir(self, sinks: Sequence[object]) -> Path | None:
         """Where the run journal goes: ``[run] journal``, by default beside the first output."""
@@ -273,7 +296,7 @@ class StudyConfig:
         the sink whose rows are published, and that ``datasets`` and ``pyarrow`` are installed.
         """
         if repo_id is not None:
-            _check_repo_id(repo_id, "")
+            _check_repo_id(repo_id, (None, None))
         else:
             repo_id = self.hub.get("repo_id")
         if folder is None and "folder" in self.hub:
@@ -281,19 +304,24 @@ class StudyConfig:
         if repo_id is None and folder is None:
             return None
         asked = [k for k in ("repo_id", "folder") if k in self.hub]
-        at = self.where("hub")(asked[0] if asked else None) if self.hub else str(self.path)
+        key = asked[0] if asked else None
+        place = self.where("hub")(key) if self.hub else (str(self.path), None)
         data = self._published_data()
         if data is None:
-            raise ConfigError(
-                f"{at}: publishing uploads the rows of the first "
-                f"{' or '.join(PUBLISHED_SINKS)} sink, and [[sinks]] has none with a path; "
-                'add one, e.g. [[sinks]] name = "jsonl", path = "out/rows.jsonl"'
+            raise _error(
+                f"publishing uploads the rows of the first {' or '.join(PUBLISHED_SINKS)} "
+                "sink, and [[sinks]] has none with a path; "
+                'add one, e.g. [[sinks]] name = "jsonl", path = "out/rows.jsonl"',
+                place,
+                key,
             )
         for module in ("datasets", "pyarrow"):
             if importlib.util.find_spec(module) is None:
-                raise ConfigError(
-                    f"{at}: publishing on the Hub needs the {module!r} package, which is not "
-                    'installed; install it with: pip install "mstudy[datasets]"'
+                raise _error(
+                    f"publishing on the Hub needs the {module!r} package, which is not "
+                    'installed; install it with: pip install "mstudy[datasets]"',
+                    place,
+                    key,
                 )
         card = {k: self.hub[k] for k in (*_HUB_STRINGS, *_HUB_LISTS) if k in self.hub}
         card["source"] = str(self.source["path"])
@@ -319,20 +347,37 @@ class StudyConfig:
         """A :data:`Where` for a section (and the ``index``-th table of an array section)."""
         locator = _Locator(self.text)
 
-        def at(key: str | None) -> str:
-            line = locator.line(section, index, key)
-            return f"{self.path}:{line}" if line is not None else str(self.path)
+        def at(key: str | None) -> Place:
+            return str(self.path), locator.line(section, index, key)
 
         return at
 
-    def build(self, *, progress: bool | None = None) -> tuple[Study, str]:
-        """Build every component and the :class:`~mstudy.study.Study`; returns it and the source.
+    def check_source(self) -> None:
+        """Raise a ConfigError naming ``[source] path`` when it names nothing on disk.
 
-        All names are looked up first (no import), so a misspelt one is reported before a
-        teacher model loads. ``progress`` overrides ``[run] progress``.
+        Called before anything is built, so a run that cannot read its source leaves
+        nothing behind (no journal folder, no empty outputs). URLs are not checked.
         """
-        from mstudy.study import Study
+        value = self.source_path
+        if "://" in value or Path(value).exists():
+            return
+        raise _error(f"source file not found: {value}", self.where("source")("path"), "path")
 
+    def check_names(self) -> None:
+        """Raise a ConfigError at the first component whose plugin is not installed (no import)."""
+        for kind, table, where in self._jobs():
+            _lookup(kind, table, where)
+
+    def check_components(self) -> None:
+        """Check names, then each component's parameter names and value types; build nothing.
+
+        Imports the plugins' modules but creates no object, so nothing is written anywhere.
+        """
+        self.check_names()
+        for kind, table, where in self._jobs():
+            build_component(kind, table, where, base_dir=self.base_dir, create=False)
+
+    def _jobs(self) -> list[tuple[str, Mapping[str, Any], Where]]:
         jobs: list[tuple[str, Mapping[str, Any], Where]] = [
             *(
                 ("strategies", t, self.where("strategies", i))
@@ -344,8 +389,18 @@ class StudyConfig:
         ]
         if self.rejects is not None:
             jobs.append(("sinks", self.rejects, self.where("rejects")))
-        for kind, table, where in jobs:
-            _lookup(kind, table, where)
+        return jobs
+
+    def build(self, *, progress: bool | None = None) -> tuple[Study, str]:
+        """Build every component and the :class:`~mstudy.study.Study`; returns it and the source.
+
+        All names are looked up first (no import), so a misspelt one is reported before a
+        teacher model loads. ``progress`` overrides ``[run] progress``.
+        """
+        from mstudy.study import Study
+
+        jobs = self._jobs()
+        self.check_names()
         built: list[object] = []
         try:
             for kind, table, where in jobs:
@@ -374,21 +429,30 @@ class StudyConfig:
                     checkpoint_every=float(self.run.get("checkpoint_every", 2.0)),
                     budget=self.budget(),
                 )
+            except ConfigError as exc:
+                if exc.path is not None:
+                    raise
+                raise exc.located(str(self.path), None) from exc
             except (PluginError, ValueError, TypeError) as exc:
-                raise ConfigError(f"{self.path}: {exc}") from exc
+                raise ConfigError(str(exc), path=str(self.path)) from exc
         except BaseException:
             _abort_sinks(built[len(self.strategies) + len(self.filters) + 1 :])
             raise
         return study, self.source_path
 
 
-def _check_repo_id(repo_id: str, where: str) -> None:
+def _error(message: str, place: Place, parameter: str | None = None) -> ConfigError:
+    path, line = place
+    return ConfigError(message, parameter=parameter, path=path, line=line)
+
+
+def _check_repo_id(repo_id: str, place: Place, parameter: str | None = None) -> None:
     from mstudy.hub import check_repo_id
 
     try:
         check_repo_id(repo_id)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+        raise exc.located(*place, parameter=parameter) from None
 
 
 def _abort_sinks(sinks: list[object]) -> None:
@@ -412,14 +476,16 @@ def _is_path_key(key: str) -> bool:
     return key in ("path", "dir") or key.endswith(("_path", "_dir"))
 
 
+def _is_template_key(key: str) -> bool:
+    return key in TEMPLATE_KEYS or key.endswith("_template")
+
+
 def _split(kind: str, table: Mapping[str, Any], where: Where) -> tuple[str, dict[str, Any]]:
     singular = plugins.singular(kind)
     name = table.get("name")
     if not isinstance(name, str) or not name.strip():
         got = "none" if name is None else repr(name)
-        message = f"a {singular} needs a 'name' (a plugin name), got {got}"
-        prefix = where("name")
-        raise ConfigError(f"{prefix}: {message}" if prefix else message)
+        raise _error(f"a {singular} needs a 'name' (a plugin name), got {got}", where("name"))
     return name.strip(), {k: v for k, v in table.items() if k != "name"}
 
 
@@ -429,7 +495,42 @@ def _lookup(kind: str, table: Mapping[str, Any], where: Where) -> None:
     try:
         plugins.find(kind, name)
     except PluginError as exc:
-        raise ConfigError(f"{where('name')}: {exc}") from exc
+        raise _error(str(exc), where("name")) from exc
+
+
+def _check_types(kind: str, name: str, params: Mapping[str, Any]) -> object | None:
+    """Raise a ConfigError naming the first parameter whose value its declared type rules out.
+
+    Returns the plugin's class or factory (None for a ready-made instance).
+    """
+    from mstudy.typecheck import mismatch, parameter_types
+
+    obj = plugins.load(kind, name)
+    if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+        return None  # a ready-made instance: plugins.create refuses parameters for it
+    declared = parameter_types(obj)
+    for key, value in params.items():
+        if key in declared:
+            expected = mismatch(value, declared[key])
+            if expected is not None:
+                raise ConfigError(
+                    f"{plugins.singular(kind)} {name!r}: {key} must be {expected}, "
+                    f"got {type(value).__name__} {value!r}",
+                    parameter=key,
+                )
+    return obj
+
+
+def _check_templates(table: Mapping[str, Any], where: Where) -> None:
+    """Compile every template a strategy table sets, so a syntax error stops the load."""
+    from mstudy.templates import compile_template
+
+    for key, value in table.items():
+        if _is_template_key(key) and isinstance(value, str):
+            try:
+                compile_template(value)
+            except TemplateError as exc:
+                raise _error(f"{key}: {exc}", where(key), key) from exc
 
 
 def build_component(
@@ -438,19 +539,21 @@ def build_component(
     where: Where | str = "",
     *,
     base_dir: Path | None = None,
+    create: bool = True,
 ) -> object:
     """Create the plugin a config table describes: ``name`` plus the plugin's parameters.
 
-    ``where`` says where the table is, for messages: a ``file:line`` string or a
-    :data:`Where`. Path parameters resolve against ``base_dir`` when it is given.
+    ``where`` says where the table is, for messages: a ``file:line`` label or a
+    :data:`Where`. Path parameters resolve against ``base_dir`` when it is given. Values
+    are checked against the plugin's declared parameter types first; a ConfigError's
+    ``parameter`` names the key at fault (the table's key, also for a key inside a table
+    value such as ``params``). With ``create=False`` only the checks run (None is returned).
     """
 
-    def locate(key: str | None) -> str:
-        return where(key) if callable(where) else where
-
-    def fail(key: str | None, exc: Exception) -> str:
-        prefix = locate(key)
-        return f"{prefix}: {exc}" if prefix else str(exc)
+    def locate(key: str | None) -> Place:
+        if callable(where):
+            return where(key)
+        return (where or None), None
 
     name, params = _split(kind, table, locate)
     if base_dir is not None:
@@ -459,30 +562,33 @@ def build_component(
             for k, v in params.items()
         }
     try:
+        obj = _check_types(kind, name, params)
+        if not create:
+            if obj is not None:
+                plugins.check_params(f"{plugins.singular(kind)} {name!r}", obj, params)
+            return None
         return plugins.create(kind, name, **params)
-    except plugins.ParameterError as exc:
-        raise ConfigError(fail(exc.parameter, exc)) from exc
     except PluginLoadError as exc:
-        raise PluginLoadError(fail("name", exc)) from exc
+        path, line = locate("name")
+        prefix = ":".join(str(p) for p in (path, line) if p is not None)
+        raise PluginLoadError(f"{prefix}: {exc}" if prefix else str(exc)) from exc
     except PluginError as exc:
-        raise ConfigError(fail("name", exc)) from exc
+        raise _error(str(exc), locate("name")) from exc
     except ConfigError as exc:  # a value the plugin refused: point at the key it names
-        raise ConfigError(fail(_named_key(params, str(exc)), exc)) from exc
+        if exc.path is not None:
+            raise
+        key = _table_key(params, exc.parameter)
+        raise exc.located(*locate(key if key is not None else "name"), parameter=key) from exc
 
 
-def _named_key(params: Mapping[str, Any], message: str) -> str | None:
-    """The parameter an error message is about: one named in it (or a key inside one)."""
+def _table_key(params: Mapping[str, Any], parameter: str | None) -> str | None:
+    """The table key of ``parameter``: itself, or the table-valued key that holds it."""
+    if parameter is None or parameter in params:
+        return parameter
     for key, value in params.items():
-        if isinstance(value, Mapping) and any(_names(message, str(k)) for k in value):
-            return key
-    for key in params:
-        if _names(message, key):
+        if isinstance(value, Mapping) and parameter in value:
             return key
     return None
-
-
-def _names(message: str, word: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", message) is not None
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -495,9 +601,11 @@ def _components(
     if isinstance(raw, (str, Mapping)):
         raw = [raw]
     if not isinstance(raw, list):
-        line = locator.line(section)
         raise ConfigError(
-            f"{path}:{line}: '{section}' must be an array of tables ([[{section}]]) or of names"
+            f"'{section}' must be an array of tables ([[{section}]]) or of names",
+            parameter=section,
+            path=str(path),
+            line=locator.line(section),
         )
     out = []
     for i, item in enumerate(raw):
@@ -514,10 +622,12 @@ def _component(
         return {"name": item}
     if isinstance(item, Mapping):
         return dict(item)
-    line = locator.line(section, index)
     raise ConfigError(
-        f"{path}:{line}: '{section}' entries must be tables with a 'name' or plugin names, "
-        f"got {type(item).__name__}"
+        f"'{section}' entries must be tables with a 'name' or plugin names, "
+        f"got {type(item).__name__}",
+        parameter=section,
+        path=str(path),
+        line=locator.line(section, index),
     )
 
 
@@ -529,32 +639,76 @@ def _check_keys(
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"{path}:{locator.line(section, None, key)}: unknown key {key!r} in [{section}]"
-                f"{hint}; accepted: {', '.join(accepted)}"
+                f"unknown key {key!r} in [{section}]{hint}; accepted: {', '.join(accepted)}",
+                parameter=key,
+                path=str(path),
+                line=locator.line(section, None, key),
             )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_run(run: Mapping[str, Any], locator: _Locator, path: Path) -> None:
+    """The ``[run]`` table's values: types, and finite non-negative numbers."""
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(
+            f"{key} {message}, got {run[key]!r}",
+            parameter=key,
+            path=str(path),
+            line=locator.line("run", None, key),
+        )
+
+    if "progress" in run and not isinstance(run["progress"], bool):
+        raise fail("progress", "must be true or false")
+    if "journal" in run and not isinstance(run["journal"], (bool, str)):
+        raise fail("journal", "must be true, false or a path")
+    if "cache" in run and not isinstance(run["cache"], str):
+        raise fail("cache", "must be a path")
+    every = run.get("checkpoint_every", 2.0)
+    if not _is_number(every) or not math.isfinite(every) or every < 0:
+        raise fail("checkpoint_every", "must be a finite number of seconds >= 0")
+    tokens = run.get("max_tokens", 1)
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+        raise fail("max_tokens", "must be a positive integer")
+    for key in ("max_cost", "price_in", "price_out"):
+        value = run.get(key, 0.0)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise fail(key, "must be a finite number >= 0")
+    if "max_cost" in run and not (run.get("price_in") or run.get("price_out")):
+        raise fail("max_cost", "needs prices: price_in and/or price_out per 1M tokens")
+
+
 def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
-    """Parse the text of a study config; ``path`` names it in errors and anchors relative paths."""
+    """Parse the text of a study config; ``path`` names it in errors and anchors relative paths.
+
+    Checks everything that needs no plugin import: sections and keys, ``[source]``,
+    ``[run]`` and ``[hub]`` values, and the templates strategies are given.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        match = _TOML_POSITION.search(message)
-        where = f"{path}:{match.group(1)}:{match.group(2)}" if match else str(path)
-        reason = _TOML_POSITION.sub("", message) if match else message
-        raise ConfigError(f"{where}: invalid TOML: {reason}") from exc
+        line, column, reason = _toml_error_place(exc)
+        raise ConfigError(
+            f"invalid TOML: {reason}", path=str(path), line=line, column=column
+        ) from exc
     locator = _Locator(text)
+
+    def fail(message: str, line: int | None, parameter: str | None = None) -> ConfigError:
+        return ConfigError(message, parameter=parameter, path=str(path), line=line)
 
     unknown = [key for key in data if key not in SECTIONS]
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(key, SECTIONS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        line = locator.line(key)
-        raise ConfigError(
-            f"{path}:{line or 1}: unknown section {key!r}{hint}; accepted: {', '.join(SECTIONS)}"
+        raise fail(
+            f"unknown section {key!r}{hint}; accepted: {', '.join(SECTIONS)}",
+            locator.line(key) or 1,
+            key,
         )
     for required, example in (
         ("source", '[source]\npath = "data.jsonl"'),
@@ -564,55 +718,46 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
         if not data.get(required):
             inside = [k for k, v in data.items() if isinstance(v, Mapping) and required in v]
             if inside:  # `strategies = [...]` written below [teacher] lands in the teacher
-                raise ConfigError(
-                    f"{path}:{locator.line(inside[0], None, required)}: '{required}' is inside "
-                    f"[{inside[0]}]; top-level keys must come before the first [table]"
+                raise fail(
+                    f"'{required}' is inside [{inside[0]}]; top-level keys must come before "
+                    "the first [table]",
+                    locator.line(inside[0], None, required),
+                    required,
                 )
-            raise ConfigError(f"{path}: missing [{required}] section, e.g.:\n{example}")
+            raise fail(f"missing [{required}] section, e.g.:\n{example}", None, required)
 
     source = data["source"]
     if isinstance(source, str):
         source = {"path": source}
     if not isinstance(source, Mapping):
-        raise ConfigError(f"{path}:{locator.line('source')}: [source] must be a table")
+        raise fail("[source] must be a table", locator.line("source"), "source")
     source = dict(source)
     _check_keys(source, SOURCE_KEYS, "source", locator, path)
     if not isinstance(source.get("path"), str) or not source["path"].strip():
-        raise ConfigError(
-            f"{path}:{locator.line('source', None, 'path')}: [source] needs a 'path' string "
-            "(a JSONL or Parquet file)"
+        raise fail(
+            "[source] needs a 'path' string (a JSONL or Parquet file)",
+            locator.line("source", None, "path"),
+            "path",
         )
     limit = source.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError(
-            f"{path}:{locator.line('source', None, 'limit')}: limit must be a positive integer, "
-            f"got {limit!r}"
+        raise fail(
+            f"limit must be a positive integer, got {limit!r}",
+            locator.line("source", None, "limit"),
+            "limit",
         )
     if "id_field" in source and not isinstance(source["id_field"], str):
-        raise ConfigError(
-            f"{path}:{locator.line('source', None, 'id_field')}: id_field must be a string"
+        raise fail(
+            f"id_field must be a string, got {source['id_field']!r}",
+            locator.line("source", None, "id_field"),
+            "id_field",
         )
 
     run = data.get("run", {})
     if not isinstance(run, Mapping):
-        raise ConfigError(f"{path}:{locator.line('run')}: [run] must be a table")
+        raise fail("[run] must be a table", locator.line("run"), "run")
     _check_keys(run, RUN_KEYS, "run", locator, path)
-    if "progress" in run and not isinstance(run["progress"], bool):
-        raise ConfigError(
-            f"{path}:{locator.line('run', None, 'progress')}: progress must be true or false"
-        )
-    if "journal" in run and not isinstance(run["journal"], (bool, str)):
-        raise ConfigError(
-            f"{path}:{locator.line('run', None, 'journal')}: journal must be true, false or a path"
-        )
-    if "cache" in run and not isinstance(run["cache"], str):
-        raise ConfigError(f"{path}:{locator.line('run', None, 'cache')}: cache must be a path")
-    every = run.get("checkpoint_every", 2.0)
-    if isinstance(every, bool) or not isinstance(every, (int, float)) or every < 0:
-        raise ConfigError(
-            f"{path}:{locator.line('run', None, 'checkpoint_every')}: checkpoint_every must be "
-            "a number of seconds >= 0"
-        )
+    _check_run(run, locator, path)
 
     hub = _parse_hub(data.get("hub", {}), locator, path)
     teacher = _component(data["teacher"], "teacher", None, locator, path)
@@ -629,6 +774,8 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
         text=text,
         hub=hub,
     )
+    for i, table in enumerate(config.strategies):
+        _check_templates(table, config.where("strategies", i))
     config.hub_settings()  # a [hub] that publishes has something to publish
     return config
 
@@ -636,33 +783,39 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
 def _parse_hub(hub: Any, locator: _Locator, path: Path) -> dict[str, Any]:
     """The checked ``[hub]`` table: known keys of the right types, no token, a valid repo id."""
     if not isinstance(hub, Mapping):
-        raise ConfigError(f"{path}:{locator.line('hub')}: [hub] must be a table")
+        raise ConfigError(
+            "[hub] must be a table", parameter="hub", path=str(path), line=locator.line("hub")
+        )
 
-    def at(key: str) -> str:
-        return f"{path}:{locator.line('hub', None, key)}"
+    def at(key: str) -> Place:
+        return str(path), locator.line("hub", None, key)
 
     for key in hub:
         if _SECRET_KEY.search(key):
-            raise ConfigError(
-                f"{at(key)}: [hub] does not take {key!r}: tokens never belong in config files; "
-                "set the HF_TOKEN environment variable or run `hf auth login`"
+            raise _error(
+                f"[hub] does not take {key!r}: tokens never belong in config files; "
+                "set the HF_TOKEN environment variable or run `hf auth login`",
+                at(key),
+                key,
             )
     _check_keys(hub, HUB_KEYS, "hub", locator, path)
     for key in ("repo_id", "folder", *_HUB_STRINGS):
         if key in hub and (not isinstance(hub[key], str) or not hub[key].strip()):
-            raise ConfigError(f"{at(key)}: {key} must be a non-empty string, got {hub[key]!r}")
+            raise _error(f"{key} must be a non-empty string, got {hub[key]!r}", at(key), key)
     for key in _HUB_LISTS:
         value = hub.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{at(key)}: {key} must be a list of strings, got {value!r}")
+            raise _error(f"{key} must be a list of strings, got {value!r}", at(key), key)
     if "private" in hub and not isinstance(hub["private"], bool):
-        raise ConfigError(f"{at('private')}: private must be true or false")
+        raise _error(
+            f"private must be true or false, got {hub['private']!r}", at("private"), "private"
+        )
     if "split" in hub and not re.fullmatch(r"[A-Za-z0-9_]+", hub["split"]):
-        raise ConfigError(
-            f"{at('split')}: split must be letters, digits or '_', got {hub['split']!r}"
+        raise _error(
+            f"split must be letters, digits or '_', got {hub['split']!r}", at("split"), "split"
         )
     if "repo_id" in hub:
-        _check_repo_id(hub["repo_id"], at("repo_id"))
+        _check_repo_id(hub["repo_id"], at("repo_id"), "repo_id")
     return dict(hub)
 
 
@@ -672,18 +825,22 @@ def load_config(path: str | Path) -> StudyConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError("no such config file", path=str(path)) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise ConfigError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)
+        ) from exc
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+        raise ConfigError(f"cannot read config: {exc.strerror or exc}", path=str(path)) from exc
     return parse_config(text, path)
 
 
 __all__ = [
     "HUB_KEYS",
     "SECTIONS",
+    "TEMPLATE_KEYS",
     "HubSettings",
+    "Place",
     "StudyConfig",
     "Where",
     "build_component",

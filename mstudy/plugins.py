@@ -28,6 +28,7 @@ from typing import Any
 from mstudy.errors import (
     AmbiguousPluginError,
     ConfigError,
+    ParameterError,
     PluginError,
     PluginLoadError,
     PluginNotFoundError,
@@ -40,18 +41,6 @@ KINDS: tuple[str, ...] = ("teachers", "strategies", "filters", "sinks")
 _SINGULAR = {"teachers": "teacher", "strategies": "strategy", "filters": "filter", "sinks": "sink"}
 _KIND_ALIASES = {**{k: k for k in KINDS}, **{v: k for k, v in _SINGULAR.items()}}
 # The members of each protocol in mstudy.interfaces that a created object must have.
-
-
-class ParameterError(ConfigError):
-    """:func:`create` was given parameters the plugin does not take.
-
-    ``parameter`` names the parameter at fault (``None`` when it is not one in particular), so
-    a config file can point at its line.
-    """
-
-    def __init__(self, message: str, *, parameter: str | None = None) -> None:
-        super().__init__(message)
-        self.parameter = parameter
 
 
 @dataclass(frozen=True)
@@ -344,12 +333,11 @@ def create(kind: str, spec: str | object, /, **params: Any) -> object:
         check_params(label, obj, params)
         try:
             result: object = obj(**params)  # type: ignore[operator]
+        except ConfigError as exc:  # the plugin's own, naming its parameter if it knows it
+            message = exc.message if exc.path is None else str(exc)
+            raise ConfigError(f"{label}: {message}", parameter=exc.parameter) from exc
         except (ValueError, TypeError) as exc:
-            message = str(exc)
-            own = f"{name_of(spec)}:"  # "reverse: n must be >= 1" -> "strategy 'reverse': ..."
-            if message.startswith(own):
-                message = message[len(own) :].lstrip()
-            raise ConfigError(f"{label}: {message}") from exc
+            raise ConfigError(f"{label}: {exc}") from exc
     elif params:
         raise ParameterError(
             f"{label} is a ready-made {type(obj).__name__} object and takes no parameters "

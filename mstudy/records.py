@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
-from mstudy.errors import RecordError
+from mstudy.errors import ConfigError, RecordError
 from mstudy.hashing import canonical_json, stable_hash
 
 FinishReason = Literal["stop", "length", "error"]
@@ -34,6 +34,7 @@ class Record:
             raise RecordError(
                 f"record #{index}: expected a mapping of fields, got {type(data).__name__}",
                 record_id=f"#{index}",
+                reason="not_a_mapping",
             )
         fields = dict(data)
         if id_field in fields and fields[id_field] is not None:
@@ -44,6 +45,7 @@ class Record:
                     f"got {type(raw).__name__}",
                     record_id=f"#{index}",
                     field=id_field,
+                    reason="invalid_record",
                 )
             record_id = str(raw)
             if not record_id.strip():
@@ -51,6 +53,7 @@ class Record:
                     f"record #{index}: field {id_field!r} is empty",
                     record_id=f"#{index}",
                     field=id_field,
+                    reason="invalid_record",
                 )
         else:
             record_id = stable_hash(fields)
@@ -72,10 +75,14 @@ class Record:
                 f"record {self.id!r}: field {name!r} must be a string, got {type(value).__name__}",
                 record_id=self.id,
                 field=name,
+                reason="bad field",
             )
         if not value.strip():
             raise RecordError(
-                f"record {self.id!r}: field {name!r} is empty", record_id=self.id, field=name
+                f"record {self.id!r}: field {name!r} is empty",
+                record_id=self.id,
+                field=name,
+                reason="bad field",
             )
         if max_chars is not None and len(value) > max_chars:
             raise RecordError(
@@ -83,6 +90,7 @@ class Record:
                 f"more than the limit of {max_chars}",
                 record_id=self.id,
                 field=name,
+                reason="bad field",
             )
         return value
 
@@ -111,12 +119,23 @@ class GenerationParams:
     """The canonical JSON that request keys hash, computed once."""
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        def bad(name: str, rule: str) -> ConfigError:
+            return ConfigError(
+                f"{name} must be {rule}, got {getattr(self, name)!r}", parameter=name
+            )
+
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise bad("max_new_tokens", "an integer >= 1")
+        if not _is_number(self.temperature) or not self.temperature >= 0:
+            raise bad("temperature", "a number >= 0")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise bad("top_p", "a number in (0, 1]")
+        if self.seed is not None and not _is_int(self.seed):
+            raise bad("seed", "an integer")
+        if not isinstance(self.stop, (str, list, tuple)) or not all(
+            isinstance(s, str) for s in ([self.stop] if isinstance(self.stop, str) else self.stop)
+        ):
+            raise bad("stop", "a string or a list of strings")
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:
@@ -143,11 +162,20 @@ class GenerationParams:
         known = {"max_new_tokens", "temperature", "top_p", "seed", "stop"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown generation parameter(s) {', '.join(unknown)}; "
-                f"accepted: {', '.join(sorted(known))}"
+                f"accepted: {', '.join(sorted(known))}",
+                parameter=unknown[0],
             )
         return cls(**dict(data))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _digest_message(digest: Any, message: Message) -> None:

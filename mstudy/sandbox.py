@@ -77,7 +77,7 @@ from pathlib import Path
 
 from mstudy import _sandbox_child
 from mstudy._sandbox_child import MAIN, REQUIRE_EXIT
-from mstudy.errors import MstudyError
+from mstudy.errors import SandboxError
 
 __all__ = [
     "GUARDS",
@@ -102,10 +102,6 @@ GUARDS = (
 
 _UID_BASE = 1_500_000_000
 _UID_SPAN = 500_000_000
-
-
-class SandboxError(MstudyError):
-    """The sandbox itself could not run (not the program inside it failing)."""
 
 
 @dataclass(frozen=True, slots=True)

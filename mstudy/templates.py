@@ -34,7 +34,9 @@ def compile_template(source: str) -> jinja2.Template:
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error at line {exc.lineno}: {exc.message}") from exc
+        raise TemplateError(
+            f"template syntax error at line {exc.lineno}: {exc.message}", line=exc.lineno
+        ) from exc
 
 
 # Steps of a template that needs no jinja context: text, a variable, ``name or 'text'``, and

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,3 +289,175 @@ def test_run_publishing_needs_a_file_sink(
     err = capsys.readouterr().err
     assert f"{tmp_path / 'study.toml'}: publishing uploads the rows of the first jsonl" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
+
+
+# -- config errors: every documented key, any wrong type ------------------------------------
+
+_STR, _INT, _FLOAT, _BOOL, _LIST, _TABLE = "str", "int", "float", "bool", "list", "table"
+_NUMBER = {_INT, _FLOAT}
+REMOTE = '[teacher]\nname = "remote"\nmodel = "m"\nbase_url = "http://127.0.0.1:9/v1"\n'
+# (section, key): the kinds of TOML value the key accepts ("list" means a list of strings;
+# the lists drawn below hold integers, so they never fit one)
+DOCUMENTED: dict[tuple[str, str], set[str]] = {
+    ("source", "path"): {_STR},
+    ("source", "id_field"): {_STR},
+    ("source", "limit"): {_INT},
+    ("run", "progress"): {_BOOL},
+    ("run", "cache"): {_STR},
+    ("run", "journal"): {_BOOL, _STR},
+    ("run", "checkpoint_every"): _NUMBER,
+    ("run", "max_tokens"): {_INT},
+    ("run", "max_cost"): _NUMBER,
+    ("run", "price_in"): _NUMBER,
+    ("run", "price_out"): _NUMBER,
+    ("hub", "repo_id"): {_STR},
+    ("hub", "private"): {_BOOL},
+    ("hub", "folder"): {_STR},
+    ("hub", "license"): {_STR},
+    ("hub", "pretty_name"): {_STR},
+    ("hub", "split"): {_STR},
+    ("hub", "tags"): set(),
+    ("hub", "language"): set(),
+    ("hub", "task_categories"): set(),
+    ("strategies", "n"): {_INT},
+    ("strategies", "template"): {_STR},
+    ("strategies", "system"): {_STR},
+    ("strategies", "prefill"): {_STR},
+    ("strategies", "fields"): {_TABLE},
+    ("strategies", "params"): {_TABLE},
+    ("strategies", "accept_truncated"): {_BOOL},
+    ("strategies", "max_input_chars"): {_INT},
+    ("teacher", "concurrency"): {_INT},
+    ("teacher", "timeout"): _NUMBER,
+    ("teacher", "max_retries"): {_INT},
+    ("teacher", "prefill_mode"): {_STR},
+    ("teacher", "extra_body"): {_TABLE},
+    ("teacher", "max_consecutive_failures"): {_INT},
+}
+
+
+def _toml_values() -> Any:
+    from hypothesis import strategies as st
+
+    words = st.text("abcxyz", min_size=1, max_size=6)
+    return st.one_of(
+        words.map(lambda s: (_STR, json.dumps(s))),
+        st.integers(-5, 10**6).map(lambda i: (_INT, str(i))),
+        st.floats(allow_nan=True, allow_infinity=True).map(
+            lambda f: (_FLOAT, {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(str(f), repr(f)))
+        ),
+        st.booleans().map(lambda b: (_BOOL, str(b).lower())),
+        st.lists(st.integers(0, 9), min_size=1, max_size=3).map(lambda xs: (_LIST, str(xs))),
+        st.dictionaries(words, st.integers(0, 9), min_size=1, max_size=2).map(
+            lambda d: (_TABLE, "{ " + ", ".join(f"{k} = {v}" for k, v in d.items()) + " }")
+        ),
+    )
+
+
+def _config_with(section: str, key: str, value: str) -> str:
+    teacher = '[teacher]\nname = "scripted"\n'
+    text = BASE.replace(teacher, "")
+    if section == "source":
+        text = text.replace(
+            'path = "data.jsonl"\n', "" if key == "path" else 'path = "data.jsonl"\n'
+        )
+        text = text.replace("[source]\n", f"[source]\n{key} = {value}\n")
+    elif section == "strategies":
+        text += f"{key} = {value}\n"
+    elif section == "teacher":
+        text += f"\n{REMOTE}{key} = {value}\n"
+    else:
+        text += f"\n[{section}]\n{key} = {value}\n"
+    if section != "teacher":
+        text += f"\n{teacher}"
+    return text
+
+
+def test_wrong_typed_documented_keys_are_config_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from mstudy.config import load_config
+    from mstudy.errors import ConfigError
+
+    (tmp_path / "data.jsonl").write_text('{"id": 1, "text": "A is B."}\n')
+    keys = sorted(DOCUMENTED)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(keys), _toml_values())
+    def check(where: tuple[str, str], drawn: tuple[str, str]) -> None:
+        kind, value = drawn
+        if kind in DOCUMENTED[where]:
+            return  # a value of a type the key takes
+        section, key = where
+        path = tmp_path / "study.toml"
+        path.write_text(_config_with(section, key, value))
+        with pytest.raises(ConfigError) as info:
+            load_config(path).check_components()
+        assert info.value.parameter == key, str(info.value)
+        assert info.value.line is not None and info.value.path == str(path)
+        capsys.readouterr()
+        assert main(["run", str(path), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mstudy: error: {path}:{info.value.line}: ")
+        assert "Traceback" not in err and err.count(str(path)) == 1
+
+    check()
+    assert not (tmp_path / ".study.journal").exists()
+
+
+def test_template_syntax_error_exits_2_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data.jsonl").write_text('{"id": 1, "text": "A is B."}\n')
+    text = BASE + 'template = "Reverse {{ text "\n\n[[sinks]]\nname = "jsonl"\npath = "o.jsonl"\n'
+    (tmp_path / "study.toml").write_text(text)
+    assert main(["run", str(tmp_path / "study.toml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if s.startswith("template"))
+    assert f"study.toml:{line}:" in err
+    assert "template syntax error" in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_missing_source_exits_2_and_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = BASE + '\n[[sinks]]\nname = "jsonl"\npath = "out/rows.jsonl"\n'
+    (tmp_path / "study.toml").write_text(text)
+    assert main(["run", str(tmp_path / "study.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "study.toml:2: source file not found" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]  # no journal, no out/
+
+
+def test_server_down_error_masks_credentials_in_base_url(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    key = "sk-canary-url-5d1e"
+    (tmp_path / "data.jsonl").write_text('{"id": 1, "text": "A is B."}\n')
+    text = BASE.replace(
+        '[teacher]\nname = "scripted"\n',
+        f'[teacher]\nname = "remote"\nmodel = "m"\nmax_retries = 0\n'
+        f'base_url = "http://user:{key}@127.0.0.1:{port}/v1"\n',
+    )
+    (tmp_path / "study.toml").write_text(text + "\n[run]\njournal = false\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mstudy", "run", str(tmp_path / "study.toml"), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "could not reach http://***@127.0.0.1" in result.stderr
+    assert key not in result.stderr and key not in result.stdout

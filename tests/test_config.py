@@ -432,3 +432,81 @@ def test_hub_keys_are_documented() -> None:
 
     (section,) = [s for s in sections(DOCS / "config.md") if s.heading.startswith("`[hub]`")]
     assert first_column_names(section.tables[0]) == set(HUB_KEYS)
+
+
+# -- errors carry data ------------------------------------------------------------------------
+
+
+def config_error(tmp_path: Path, text: str, *, build: bool = True) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config = load_config(path)
+        if build:
+            config.build()
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("extra", "parameter", "needle"),
+    [
+        ('n = "three"\n', "n", 'n = "three"'),
+        ('[run]\nmax_tokens = "lots"\n', "max_tokens", "max_tokens"),
+        ('params = { max_new_tokens = "many" }\n', "params", "params"),
+        ("params = { temprature = 0.3 }\n", "params", "params"),
+        ("fields = 3\n", "fields", "fields ="),
+    ],
+)
+def test_wrong_typed_values_name_their_parameter_and_line(
+    tmp_path: Path, extra: str, parameter: str, needle: str
+) -> None:
+    text = BASE + extra
+    error = config_error(tmp_path, text)
+    assert error.parameter == parameter
+    assert error.path == str(tmp_path / "study.toml")
+    assert error.line == line_of(text, needle)
+    message = str(error)
+    assert message.count(str(tmp_path / "study.toml")) == 1  # the file named once
+    assert "not supported between" not in message
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", '"2"', "true"])
+def test_checkpoint_every_must_be_a_finite_number(tmp_path: Path, value: str) -> None:
+    text = BASE + f"\n[run]\ncheckpoint_every = {value}\n"
+    error = config_error(tmp_path, text, build=False)
+    assert error.parameter == "checkpoint_every"
+    assert error.line == line_of(text, "checkpoint_every")
+
+
+@pytest.mark.parametrize(
+    ("key", "template"),
+    [("template", "Say {{ text "), ("system", "{% if x %}no end"), ("prefill", "{{ }}")],
+)
+def test_template_syntax_errors_are_reported_at_load(
+    tmp_path: Path, key: str, template: str
+) -> None:
+    text = BASE + f"{key} = {json.dumps(template)}\n"
+    error = config_error(tmp_path, text, build=False)  # before any record is read
+    assert error.parameter == key
+    assert error.line == line_of(text, f"{key} =")
+    assert "template syntax error" in str(error)
+
+
+def test_config_errors_survive_pickling() -> None:
+    import pickle
+
+    from mstudy.errors import RecordError
+
+    error = ConfigError("bad", parameter="n", path="s.toml", line=3)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.parameter, copy.path, copy.line) == ("s.toml:3: bad", "n", "s.toml", 3)
+    record = pickle.loads(pickle.dumps(RecordError("m", record_id="r", field="f", reason="x")))
+    assert (record.record_id, record.field, record.reason) == ("r", "f", "x")
+
+
+def test_a_missing_source_is_found_before_anything_is_built(tmp_path: Path) -> None:
+    text = BASE + '\n[[sinks]]\nname = "jsonl"\npath = "out/rows.jsonl"\n'
+    config = load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError) as info:
+        config.check_source()
+    assert info.value.parameter == "path" and info.value.line == line_of(text, "data.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]

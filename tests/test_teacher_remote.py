@@ -428,3 +428,109 @@ def test_a_server_that_goes_down_mid_run_stops_it(stub: StubServer) -> None:
         stub.default_directives = "@drop"  # every connection now dies without an answer
         with pytest.raises(TeacherError, match="3 requests in a row"):
             list(teacher.generate(req(f"down {i}") for i in range(20)))
+
+
+# -- credentials inside base_url ------------------------------------------------------------
+
+
+def test_credentials_in_base_url_are_sent_but_never_shown(
+    stub: StubServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import base64
+
+    caplog.set_level(logging.DEBUG)
+    url = stub.url.replace("http://", f"http://user:{CANARY}@")
+    teacher = RemoteTeacher("stub-model", base_url=url, backoff_base=0.01, max_retries=0)
+    with teacher:
+        completions = list(teacher.generate([req("hello"), req("@echo_auth x")]))
+    basic = base64.b64encode(f"user:{CANARY}".encode()).decode()
+    assert stub.requests[0].headers["authorization"] == f"Basic {basic}"  # it was sent
+    assert teacher.base_url == stub.url.replace("http://", "http://***@")
+    visible = [repr(teacher), str(teacher), teacher.fingerprint, caplog.text]
+    visible += [repr(c) for c in completions]
+    assert not any(CANARY in text or basic in text for text in visible)
+    # the same server without credentials: the same outputs, the same fingerprint
+    assert teacher.fingerprint == make(stub).fingerprint
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://user:{CANARY}@127.0.0.1:{{port}}/v1",
+        f"http://{CANARY}@127.0.0.1:{{port}}/v1",
+        f"http://127.0.0.1:{{port}}/v1?api_key={CANARY}",
+        f"http://127.0.0.1:{{port}}/v1?x=1&token={CANARY}",
+    ],
+)
+def test_credentials_in_base_url_stay_out_of_errors_and_logs(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    dead = RemoteTeacher(
+        "m", base_url=url.format(port=closed_port()), backoff_base=0.01, max_retries=0
+    )
+    with dead, pytest.raises(TeacherError) as info:
+        list(dead.generate([req("z")]))
+    assert "could not reach" in str(info.value)
+    visible = [str(info.value), repr(info.value), repr(dead), str(dead.base_url)]
+    visible += [dead.fingerprint, caplog.text, *(r.getMessage() for r in caplog.records)]
+    assert all(CANARY not in text for text in visible)
+    with pytest.raises(ConfigError) as bad:
+        RemoteTeacher("m", base_url=url.replace("http://", "ftp://").format(port=1))
+    assert CANARY not in str(bad.value) and bad.value.parameter == "base_url"
+
+
+def test_no_model_given_and_no_server_error_masks_base_url_credentials() -> None:
+    url = f"http://user:{CANARY}@127.0.0.1:{closed_port()}/v1"
+    with pytest.raises(TeacherError) as info:
+        RemoteTeacher(base_url=url, timeout=2).fingerprint  # noqa: B018 - asks the server
+    assert CANARY not in str(info.value) and "***@127.0.0.1" in str(info.value)
+
+
+# -- foreign exceptions, sorted in one table ------------------------------------------------
+
+
+def test_foreign_exceptions_are_sorted_by_the_table() -> None:
+    import json
+
+    import httpx2
+    from huggingface_hub.errors import InferenceTimeoutError
+
+    teacher = RemoteTeacher("m", base_url="http://127.0.0.1:1/v1")
+    request = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+
+    def wrapped(cause: BaseException) -> BaseException:
+        try:
+            raise InferenceTimeoutError("Inference call timed out") from cause
+        except InferenceTimeoutError as exc:
+            return exc
+
+    cases: list[tuple[BaseException, str, bool]] = [
+        (httpx2.ConnectError("refused", request=request), "unreachable", True),
+        (httpx2.ReadTimeout("slow", request=request), "timeout", True),
+        (wrapped(httpx2.ConnectTimeout("no", request=request)), "unreachable", True),
+        (wrapped(httpx2.ReadTimeout("slow", request=request)), "timeout", True),
+        (asyncio.TimeoutError(), "timeout", True),
+        (json.JSONDecodeError("x", "doc", 0), "response", True),
+        (httpx2.UnsupportedProtocol("ftp", request=request), "other", False),
+        (ValueError("Invalid input data"), "other", False),  # no message is read
+        (RuntimeError("a bug"), "other", False),
+    ]
+    for exc, kind, retryable in cases:
+        failure = teacher._classify(exc)
+        assert (failure.kind, failure.retryable) == (kind, retryable), exc
+    response = httpx2.Response(429, headers={"retry-after": "3"}, request=request, text="busy")
+    status = httpx2.HTTPStatusError("429", request=request, response=response)
+    failure = teacher._classify(status)
+    assert (failure.kind, failure.status, failure.retry_after) == ("http", 429, 3.0)
+    assert failure.retryable and "busy" in failure.reason
+
+
+def test_a_self_hosted_server_gets_a_pool_the_teacher_owns(stub: StubServer) -> None:
+    teacher = make(stub, concurrency=3)
+    with teacher:
+        assert [c.text for c in teacher.generate([req("a b")])] == ["b a"]
+        assert teacher._client is None  # huggingface_hub's client is not used, nor patched
+        assert teacher._http is not None and not teacher._http.is_closed
+        pool = teacher._http
+    assert pool.is_closed

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mstudy.errors import MstudyError
+from mstudy.errors import LeakError, ProbeError
 from mstudy.filters import ExactDedup, LengthFilter
 from mstudy.interfaces import Teacher
 from mstudy.probes.chart import render_chart
@@ -127,14 +127,6 @@ class SubjectFirstParaphrase(Paraphrase):
     template = "{{ text }}"
     examples = PARAPHRASE_EXAMPLES
     system = "You paraphrase facts: say the same thing with different words. Keep names exactly."
-
-
-class ProbeError(MstudyError, RuntimeError):
-    """The probe cannot produce an honest result (bad settings, a leak, a failed stage)."""
-
-
-class LeakError(ProbeError):
-    """A scored question (or its answer pair) appears verbatim in the student's training data."""
 
 
 def probe_reverse(*, seed: int, temperature: float = 0.3, max_new_tokens: int = 24) -> Reverse:

@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mstudy.errors import MstudyError
+from mstudy.errors import WorldError
 from mstudy.text import normalize
 
 __all__ = [
@@ -70,10 +70,6 @@ _RELATION_KEYS = {
     "paraphrases",
 }
 _REQUIRED_KEYS = ("forward", "inverse", "forward_question", "reverse_question")
-
-
-class WorldError(MstudyError, ValueError):
-    """A world (generated or loaded from files) is malformed; the message says where."""
 
 
 def _words(template: str) -> set[str]:

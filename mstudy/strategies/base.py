@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from mstudy.errors import RecordError
+from mstudy.errors import ConfigError, RecordError
 from mstudy.hashing import stable_hash
 from mstudy.records import (
     Completion,
@@ -89,7 +89,7 @@ class TemplateStrategy:
         max_input_chars: int = 20_000,
     ) -> None:
         if n < 1:
-            raise ValueError(f"{self.name}: n must be >= 1, got {n}")
+            raise ConfigError(f"n must be >= 1, got {n}", parameter="n")
         self.n = n
         self._template = self.template if template is None else template
         self._system = self.system if system is None else (system or None)
@@ -101,9 +101,10 @@ class TemplateStrategy:
         mapping = dict(fields or {})
         unknown = sorted(set(mapping) - known)
         if unknown:
-            raise ValueError(
-                f"{self.name}: unknown role(s) {', '.join(unknown)} in fields; "
-                f"roles: {', '.join(sorted(known))}"
+            raise ConfigError(
+                f"unknown role(s) {', '.join(unknown)} in fields; "
+                f"roles: {', '.join(sorted(known))}",
+                parameter="fields",
             )
         self.fields = {
             role: mapping.get(role, role) for role in (*self.roles, *self.optional_roles)

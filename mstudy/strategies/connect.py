@@ -199,6 +199,7 @@ class Connect(TemplateStrategy):
                 f"record {record.id!r}: no related record in the corpus",
                 record_id=record.id,
                 field=self.fields["text"],
+                reason="bad field",
             )
         limit = self.max_related_chars
         return {

@@ -21,12 +21,22 @@ so an outage does not turn the requests caught in it into rejections, and a resu
 them again. Answers that arrived before the breaker tripped are yielded before it raises.
 
 The API key is held in a wrapper whose ``repr`` is ``***``; it is sent in the
-``Authorization`` header and masked in every message this module writes.
+``Authorization`` header and masked in every message this module writes. Credentials in
+``base_url`` (``http://user:KEY@host/v1``, ``?api_key=...``) are treated the same way: they are
+sent (userinfo as HTTP Basic auth when there is no API key) and shown as ``***`` in
+:attr:`RemoteTeacher.base_url`, ``repr``, errors and logs; the fingerprint holds no credential.
+
+A self-hosted server (``base_url``) is spoken to over an ``httpx2`` connection pool the
+teacher creates, sizes to its window and closes itself; a Hugging Face Inference Provider
+through ``huggingface_hub``'s ``AsyncInferenceClient``. The exceptions of those libraries
+are sorted in one table, :data:`FOREIGN_ERRORS`, at this boundary (in the manner of httpx's
+own ``map_httpcore_exceptions``): nothing else here looks at a foreign exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import email.utils
 import json
@@ -42,10 +52,10 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal, NamedTuple, cast
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from mstudy.errors import ConfigError, TeacherError
+from mstudy.errors import ConfigError, RemoteCallError, RemoteFailureKind, TeacherError
 from mstudy.hashing import stable_hash
 from mstudy.records import Completion, FinishReason, Request
 from mstudy.teachers.ratelimit import RateLimiter
@@ -84,9 +94,6 @@ class _Secret:
         raise TypeError("an API key is not pickled; pass it again where the teacher is rebuilt")
 
 
-FailureKind = Literal["unreachable", "timeout", "http", "response", "other"]
-
-
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     """What became of one request: its completion, or why the whole teacher must stop.
@@ -102,29 +109,6 @@ class _Outcome:
 
 
 _Future = concurrent.futures.Future[_Outcome]
-
-
-class _Failure(Exception):
-    """One failed attempt, classified.
-
-    ``kind``: ``unreachable`` (no connection), ``timeout``, ``http`` (an error status),
-    ``response`` (an answer that cannot be read), ``other`` (anything else; not retried).
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        retryable: bool,
-        kind: FailureKind,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-        self.kind = kind
-        self.status = status
-        self.retry_after = retry_after
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -159,6 +143,50 @@ def _clean_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme.lower(), host.lower(), parts.path.rstrip("/"), "", ""))
+
+
+class _Endpoint(NamedTuple):
+    """A ``base_url`` taken apart: where requests go, and the secrets it held."""
+
+    url: str
+    """Without userinfo (sent as a header instead); query kept."""
+    shown: str
+    """For people: userinfo and every query value replaced by ``***``."""
+    username: str | None
+    password: str | None
+    secrets: tuple[str, ...]
+    """Every credential-like string in it (userinfo parts, query values), to mask in text."""
+
+
+def _endpoint(base_url: str) -> _Endpoint:
+    """Split credentials out of ``base_url``; a URL that does not parse is shown as ``***``."""
+    raw = base_url.strip().rstrip("/")
+    try:
+        parts = urlsplit(raw)
+        username, password = parts.username, parts.password
+        hostname = parts.hostname or ""
+        host = f"[{hostname}]" if ":" in hostname else hostname  # an IPv6 address
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # e.g. a port that is not a number: the netloc may hold a key
+        return _Endpoint(raw, "***", None, None, (raw,))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    userinfo = "***@" if parts.username is not None or parts.password is not None else ""
+    shown_query = urlencode([(k, "***") for k, _ in query], safe="*")
+    url = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+    shown = urlunsplit((parts.scheme, userinfo + host, parts.path, shown_query, ""))
+    secrets = [s for s in (username, password, parts.netloc.rpartition("@")[0]) if s]
+    if username or password:  # as sent, in a Basic auth header a server may quote back
+        secrets.append(base64.b64encode(f"{username or ''}:{password or ''}".encode()).decode())
+    secrets += [v for _, v in query if v]
+    secrets += [quote(s, safe="") for s in list(secrets)]
+    return _Endpoint(url, shown, username, password, tuple(dict.fromkeys(secrets)))
+
+
+def _join(url: str, path: str) -> str:
+    """``url`` with ``path`` appended to its path (its query kept)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, ""))
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -223,35 +251,54 @@ class RemoteTeacher:
         max_consecutive_failures: int = 3,
     ) -> None:
         if base_url is not None and provider is not None:
-            raise ConfigError("RemoteTeacher takes base_url= or provider=, not both")
+            raise ConfigError(
+                "RemoteTeacher takes base_url= or provider=, not both", parameter="provider"
+            )
         if base_url is None and model is None:
             raise ConfigError(
                 "RemoteTeacher needs model= (an HF model id for Inference Providers) or "
-                "base_url= (a self-hosted OpenAI-compatible server)"
+                "base_url= (a self-hosted OpenAI-compatible server)",
+                parameter="model",
             )
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self._endpoint = None if base_url is None else _endpoint(base_url)
+        if self._endpoint is not None and not self._endpoint.url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"base_url must start with http:// or https://, got {self._endpoint.shown!r}",
+                parameter="base_url",
+            )
         for label, value in (
             ("concurrency", concurrency),
             ("max_consecutive_failures", max_consecutive_failures),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be > 0, got {timeout}")
-        if backoff_base < 0 or backoff_max < 0:
-            raise ConfigError("backoff_base and backoff_max must be >= 0")
-        for label, rate in (
-            ("requests_per_minute", requests_per_minute),
-            ("tokens_per_minute", tokens_per_minute),
-        ):
-            if rate is not None and not rate > 0:
-                raise ConfigError(f"{label} must be > 0, got {rate}")
+            if not _is_int(value) or value < 1:
+                raise ConfigError(
+                    f"{label} must be an integer >= 1, got {value!r}", parameter=label
+                )
+        if not _is_int(max_retries) or max_retries < 0:
+            raise ConfigError(
+                f"max_retries must be an integer >= 0, got {max_retries!r}", parameter="max_retries"
+            )
+        numbers: tuple[tuple[str, float | None, bool], ...] = (
+            ("timeout", timeout, False),  # (label, value, whether 0 is allowed)
+            ("backoff_base", backoff_base, True),
+            ("backoff_max", backoff_max, True),
+            ("requests_per_minute", requests_per_minute, False),
+            ("tokens_per_minute", tokens_per_minute, False),
+        )
+        for label, number, zero_ok in numbers:
+            if number is None and label.endswith("_per_minute"):
+                continue
+            if not (_is_number(number) and math.isfinite(cast(float, number))) or not (
+                cast(float, number) >= 0 if zero_ok else cast(float, number) > 0
+            ):
+                rule = "a finite number " + (">= 0" if zero_ok else "> 0")
+                raise ConfigError(f"{label} must be {rule}, got {number!r}", parameter=label)
         if prefill_mode not in ("continue", "assistant"):
             raise ConfigError(
-                f"prefill_mode must be 'continue' or 'assistant', got {prefill_mode!r}"
+                f"prefill_mode must be 'continue' or 'assistant', got {prefill_mode!r}",
+                parameter="prefill_mode",
             )
         try:
             import huggingface_hub  # noqa: F401  (checked now, used on the loop thread)
@@ -261,7 +308,8 @@ class RemoteTeacher:
             ) from exc
 
         self.model = model
-        self.base_url = base_url.rstrip("/") if base_url is not None else None
+        self.base_url: str | None = None if self._endpoint is None else self._endpoint.shown
+        """The server's URL as shown to people: credentials and query values are ``***``."""
         self.provider = provider
         self.concurrency = concurrency
         self.timeout = float(timeout)
@@ -278,7 +326,8 @@ class RemoteTeacher:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: Any = None
+        self._client: Any = None  # huggingface_hub's client (providers)
+        self._http: Any = None  # our own httpx2 pool (base_url)
         self._semaphore: asyncio.Semaphore | None = None
         self._limiter: RateLimiter | None = None
         self._cooldown_until = 0.0
@@ -300,7 +349,7 @@ class RemoteTeacher:
             self._fingerprint = stable_hash(
                 {
                     "teacher": "remote",
-                    "endpoint": _clean_url(self.base_url) if self.base_url else None,
+                    "endpoint": _clean_url(self._endpoint.url) if self._endpoint else None,
                     "provider": None if self.base_url else (self.provider or "auto"),
                     "model": model,
                     "prefill_mode": self.prefill_mode,
@@ -334,15 +383,33 @@ class RemoteTeacher:
         return None
 
     def _redact(self, text: str) -> str:
-        key = self._api_key.get() if self._api_key is not None else ""
-        return text.replace(key, "***") if len(key) >= 4 else text
+        """``text`` with the API key and every credential of ``base_url`` masked."""
+        secrets = [self._api_key.get()] if self._api_key is not None else []
+        if self._endpoint is not None:
+            text = text.replace(self._endpoint.url, self._endpoint.shown)
+            secrets += self._endpoint.secrets
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The API key as a bearer token, else the userinfo of ``base_url`` as Basic auth."""
+        if self._api_key is not None:
+            return {"Authorization": f"Bearer {self._api_key.get()}"}
+        endpoint = self._endpoint
+        if endpoint is not None and (endpoint.username or endpoint.password):
+            pair = f"{endpoint.username or ''}:{endpoint.password or ''}".encode()
+            return {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"}
+        return {}
 
     def _model_name(self) -> str | None:
         """The model to name in requests; asks a self-hosted server when none was given."""
-        if self.model is not None or self.base_url is None:
+        if self.model is not None or self._endpoint is None:
             return self.model
-        headers = {"Authorization": f"Bearer {self._api_key.get()}"} if self._api_key else {}
-        listing = urllib.request.Request(f"{self.base_url}/models", headers=headers)
+        listing = urllib.request.Request(
+            _join(self._endpoint.url, "/models"), headers=self._auth_headers()
+        )
         try:
             with urllib.request.urlopen(listing, timeout=self.timeout) as response:
                 ids = [str(m["id"]) for m in json.loads(response.read())["data"]]
@@ -375,18 +442,25 @@ class RemoteTeacher:
             return self._loop
 
     async def _start_async(self) -> None:
-        from huggingface_hub import AsyncInferenceClient
-
         key = self._api_key.get() if self._api_key is not None else None
-        if self.base_url is not None:
-            # An ``authorization: None`` header stops huggingface_hub from sending the saved HF
-            # token to a server that is not Hugging Face's.
-            headers: dict[str, Any] = {} if key else {"authorization": None}
-            self._client = AsyncInferenceClient(
-                base_url=self.base_url, api_key=key, timeout=self.timeout, headers=headers
+        if self._endpoint is not None:
+            # Our own pool, sized to the window: huggingface_hub's shared one refuses every
+            # request when HF_HUB_OFFLINE is set (meant for the Hub, not a server here) and
+            # holds at most 100 connections; and no saved HF token reaches another server.
+            import httpx2
+
+            self._http = httpx2.AsyncClient(
+                limits=httpx2.Limits(
+                    max_connections=self.concurrency,
+                    max_keepalive_connections=self.concurrency,
+                ),
+                follow_redirects=True,
+                timeout=self.timeout,
+                headers=self._auth_headers(),
             )
-            await self._use_own_http_client(self._client)
         else:
+            from huggingface_hub import AsyncInferenceClient
+
             self._client = AsyncInferenceClient(
                 provider=self.provider,  # type: ignore[arg-type]
                 api_key=key,
@@ -395,42 +469,24 @@ class RemoteTeacher:
         self._semaphore = asyncio.Semaphore(self.concurrency)
         self._limiter = RateLimiter(self.requests_per_minute, self.tokens_per_minute)
 
-    async def _use_own_http_client(self, client: Any) -> None:
-        """Give a self-hosted endpoint a connection pool sized to the window.
-
-        huggingface_hub's default async client refuses every request when ``HF_HUB_OFFLINE``
-        is set, which is meant for the Hub, not for a server on this machine, and pools at
-        most 100 connections. Falls back to the default quietly where its internals differ.
-        """
-        if getattr(client, "_async_client", "missing") is not None:
-            return
-        try:
-            import httpx2
-
-            session = httpx2.AsyncClient(
-                limits=httpx2.Limits(
-                    max_connections=self.concurrency,
-                    max_keepalive_connections=self.concurrency,
-                ),
-                follow_redirects=True,
-                timeout=self.timeout,
-            )
-            client._async_client = await client.exit_stack.enter_async_context(session)
-        except Exception:  # pragma: no cover - other huggingface_hub versions
-            logger.debug("keeping huggingface_hub's default HTTP client", exc_info=True)
-
     def close(self) -> None:
         """Close connections and stop the background loop; the teacher may be used again."""
         with self._lock:
-            loop, thread, client = self._loop, self._thread, self._client
-            self._loop = self._thread = self._client = None
+            loop, thread = self._loop, self._thread
+            client, http = self._client, self._http
+            self._loop = self._thread = self._client = self._http = None
             self._semaphore = None
             self._limiter = None
         if loop is None:
             return
-        if client is not None and loop.is_running():
+        closing = [c.close() for c in (client,) if c is not None]
+        closing += [h.aclose() for h in (http,) if h is not None]
+        for coroutine in closing:
+            if not loop.is_running():
+                coroutine.close()
+                continue
             try:
-                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+                asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=10)
             except Exception:  # pragma: no cover - best effort
                 logger.debug("closing the HTTP client failed", exc_info=True)
         if self._finalizer is not None:
@@ -529,7 +585,7 @@ class RemoteTeacher:
                 body.update(continue_final_message=True, add_generation_prompt=False)
         prompt_chars = sum(len(m["content"]) for m in messages)
         estimate = math.ceil(prompt_chars / 4) + request.params.max_new_tokens
-        failure: _Failure | None = None
+        failure: RemoteCallError | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 await asyncio.sleep(self._backoff(attempt))
@@ -538,20 +594,10 @@ class RemoteTeacher:
                 await self._wait_cooldown()
                 await self._limiter.acquire(estimate)
                 try:
-                    output = await asyncio.wait_for(
-                        self._client.chat_completion(
-                            messages,
-                            model=self.model,
-                            max_tokens=request.params.max_new_tokens,
-                            temperature=request.params.temperature,
-                            top_p=request.params.top_p,
-                            seed=request.seed,
-                            stop=list(request.params.stop) or None,
-                            extra_body=body or None,
-                        ),
-                        timeout=self.timeout,
+                    answer = await asyncio.wait_for(
+                        self._call(messages, request, body), timeout=self.timeout
                     )
-                    completion = self._to_completion(request, output, prompt_chars)
+                    completion = self._to_completion(request, answer, prompt_chars)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # classified below; nothing escapes for one request
@@ -591,7 +637,7 @@ class RemoteTeacher:
             logger.warning("remote teacher: request %s failed: %s", request.key, failure.reason)
         return _Outcome(completion, suspect, down)
 
-    def _note_final_failure(self, failure: _Failure) -> tuple[bool, str | None]:
+    def _note_final_failure(self, failure: RemoteCallError) -> tuple[bool, str | None]:
         """The circuit breaker: (whether the failure is teacher-wide, the message if down)."""
         teacher_wide = (
             failure.kind in ("unreachable", "timeout", "other")
@@ -603,7 +649,7 @@ class RemoteTeacher:
         self._consecutive_failures += 1
         never = failure.kind == "unreachable" and not self._reached
         if never or self._consecutive_failures >= self.max_consecutive_failures:
-            where = self.base_url or f"provider {self.provider or 'auto'}"
+            where = self.base_url or f"provider {self.provider or 'auto'}"  # masked
             if never:
                 summary = f"could not reach {where}"
             else:
@@ -626,20 +672,64 @@ class RemoteTeacher:
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
         return random.uniform(0.0, ceiling)
 
-    # -- answers and errors -------------------------------------------------------------
-    def _to_completion(self, request: Request, output: Any, prompt_chars: int) -> Completion:
-        choices = getattr(output, "choices", None)
-        if not isinstance(choices, list) or not choices:
-            raise _Failure("the server answered with no choices", True, "response")
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        if message is None:
-            raise _Failure("the server answered a choice without a message", True, "response")
-        content = getattr(message, "content", None)
-        if content is not None and not isinstance(content, str):
-            raise _Failure("the answer's message content is not text", True, "response")
-        text = (request.prefill or "") + (content or "")
-        raw_reason = str(getattr(choice, "finish_reason", None) or "stop").lower()
+    # -- calls, answers and errors -----------------------------------------------------
+    async def _call(
+        self, messages: list[dict[str, str]], request: Request, body: dict[str, Any]
+    ) -> _Answer:
+        """One attempt: the server's answer, read; raises for anything else."""
+        if self._http is not None and self._endpoint is not None:
+            payload: dict[str, Any] = {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": request.params.max_new_tokens,
+                "temperature": request.params.temperature,
+                "top_p": request.params.top_p,
+                "seed": request.seed,
+                "stop": list(request.params.stop) or None,
+            }
+            payload = {k: v for k, v in payload.items() if v is not None}
+            payload.update(body)
+            response = await self._http.post(
+                _join(self._endpoint.url, "/chat/completions"), json=payload
+            )
+            if response.status_code >= 400:
+                raise self._status_error(response.status_code, response.headers, response.text)
+            try:
+                data = json.loads(response.content)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise RemoteCallError(
+                    f"unreadable answer (not JSON): {exc}", retryable=True, kind="response"
+                ) from exc
+            return _read_json_answer(data)
+        output = await self._client.chat_completion(
+            messages,
+            model=self.model,
+            max_tokens=request.params.max_new_tokens,
+            temperature=request.params.temperature,
+            top_p=request.params.top_p,
+            seed=request.seed,
+            stop=list(request.params.stop) or None,
+            extra_body=body or None,
+        )
+        return _read_hf_answer(output)
+
+    def _status_error(self, status: int, headers: Mapping[str, str], text: str) -> RemoteCallError:
+        detail = " ".join(str(text).split())
+        detail = detail[:300] + ("..." if len(detail) > 300 else "")
+        retry_after = None
+        if status in (429, 503, 529):
+            retry_after = _parse_retry_after(headers.get("retry-after"))
+        return RemoteCallError(
+            self._redact(f"HTTP {status}" + (f": {detail}" if detail else "")),
+            retryable=status in RETRY_STATUSES,
+            kind="http",
+            status=status,
+            retry_after=retry_after,
+        )
+
+    def _to_completion(self, request: Request, answer: _Answer, prompt_chars: int) -> Completion:
+        text = (request.prefill or "") + (answer.content or "")
+        raw_reason = (answer.finish_reason or "stop").lower()
         finish: FinishReason
         error: str | None = None
         if raw_reason in _LENGTH_REASONS:
@@ -648,120 +738,216 @@ class RemoteTeacher:
             finish = "stop"
         else:
             finish, error = "error", f"finish_reason {raw_reason!r}"
-        usage = getattr(output, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", None)
-        completion_tokens = getattr(usage, "completion_tokens", None)
         return Completion(
             key=request.key,
             text=text,
             finish_reason=finish,
-            prompt_tokens=int(prompt_tokens)
-            if isinstance(prompt_tokens, (int, float))
+            prompt_tokens=answer.prompt_tokens
+            if answer.prompt_tokens is not None
             else math.ceil(prompt_chars / 4),
-            completion_tokens=int(completion_tokens)
-            if isinstance(completion_tokens, (int, float))
-            else _estimate_tokens(content or ""),
+            completion_tokens=answer.completion_tokens
+            if answer.completion_tokens is not None
+            else _estimate_tokens(answer.content or ""),
             teacher=self.fingerprint,
             error=error,
         )
 
-    def _classify(self, exc: BaseException) -> _Failure:
-        """Sort one attempt's exception into retryable or not, and why."""
-        if isinstance(exc, _Failure):
+    def _classify(self, exc: BaseException) -> RemoteCallError:
+        """Sort one attempt's exception by :data:`FOREIGN_ERRORS`; its reason masked."""
+        if isinstance(exc, RemoteCallError):
             exc.reason = self._redact(exc.reason)
             return exc
-        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or _is_timeout(exc):
-            names = {type(exc).__name__, type(exc.__cause__).__name__}
-            if "ConnectTimeout" in names:
-                return _Failure("connection error: could not connect in time", True, "unreachable")
-            return _Failure(f"timed out after {self.timeout:g} s", True, "timeout")
-        response = _response_of(exc)
-        if response is not None:
-            status = int(response.status_code)
-            detail = _server_message(exc, response)
-            reason = self._redact(f"HTTP {status}" + (f": {detail}" if detail else ""))
-            retry_after = None
-            if status in (429, 503, 529):
-                retry_after = _parse_retry_after(response.headers.get("retry-after"))
-            return _Failure(reason, status in RETRY_STATUSES, "http", status, retry_after)
-        if _is_transport_error(exc):
-            text = str(exc) or type(exc).__name__
-            return _Failure(
-                self._redact(f"connection error: {type(exc).__name__}: {text}"),
-                True,
-                "unreachable",
+        rule = _rule_for(exc)
+        if rule is not None and rule.wraps and exc.__cause__ is not None:
+            rule = _rule_for(exc.__cause__) or rule  # e.g. a timeout that was a connect timeout
+        if rule is None:
+            # A setting the client rejects before sending, or a bug: it would recur for every
+            # request, so it is not retried and counts towards the circuit breaker.
+            return RemoteCallError(
+                self._redact(f"{type(exc).__name__}: {exc}"), retryable=False, kind="other"
             )
-        if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
-            return _Failure(f"unreadable answer (not JSON): {exc}", True, "response")
-        if isinstance(exc, ValueError) and str(exc).startswith("Invalid"):
-            # huggingface_hub's parser on JSON of the wrong shape
-            return _Failure(f"unreadable answer: {exc}", True, "response")
-        # A setting the client rejects before sending, or a bug: it would recur for every
-        # request, so it is not retried and counts towards the circuit breaker.
-        return _Failure(self._redact(f"{type(exc).__name__}: {exc}"), False, "other")
+        if rule.kind == "http":
+            response = exc.response  # type: ignore[attr-defined]  # the table's http types have it
+            message = getattr(exc, "server_message", None) or _response_text(response)
+            return self._status_error(int(response.status_code), response.headers, message)
+        if rule.kind == "timeout":
+            reason = f"timed out after {self.timeout:g} s"
+        else:
+            reason = f"{rule.reason}: {type(exc).__name__}: {str(exc) or type(exc).__name__}"
+        return RemoteCallError(self._redact(reason), retryable=rule.retryable, kind=rule.kind)
 
 
-def _response_of(exc: BaseException) -> Any:
-    """The HTTP response carried by an HTTP status error (httpx/httpx2/requests), if any."""
+class _Answer(NamedTuple):
+    """What is read from a chat completion, whichever client fetched it."""
+
+    content: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def _unreadable(why: str) -> RemoteCallError:
+    return RemoteCallError(f"unreadable answer: {why}", retryable=True, kind="response")
+
+
+def _count(value: object) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _read_json_answer(data: object) -> _Answer:
+    """The answer in an OpenAI-style JSON body; a RemoteCallError for any other shape."""
+    if not isinstance(data, Mapping):
+        raise _unreadable(f"expected a JSON object, got {type(data).__name__}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise RemoteCallError(
+            "the server answered with no choices", retryable=True, kind="response"
+        )
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, Mapping) else None
+    if not isinstance(message, Mapping):
+        raise RemoteCallError(
+            "the server answered a choice without a message", retryable=True, kind="response"
+        )
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise RemoteCallError(
+            "the answer's message content is not text", retryable=True, kind="response"
+        )
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, Mapping) else {}
+    reason = choice.get("finish_reason")
+    return _Answer(
+        content,
+        None if reason is None else str(reason),
+        _count(usage.get("prompt_tokens")),
+        _count(usage.get("completion_tokens")),
+    )
+
+
+def _read_hf_answer(output: Any) -> _Answer:
+    """The answer in huggingface_hub's ``ChatCompletionOutput`` (its declared fields)."""
+    choices = output.choices
+    if not isinstance(choices, list) or not choices:
+        raise RemoteCallError(
+            "the server answered with no choices", retryable=True, kind="response"
+        )
+    message = choices[0].message
+    if message is None:
+        raise RemoteCallError(
+            "the server answered a choice without a message", retryable=True, kind="response"
+        )
+    content = message.content
+    if content is not None and not isinstance(content, str):
+        raise RemoteCallError(
+            "the answer's message content is not text", retryable=True, kind="response"
+        )
+    usage = output.usage
+    reason = choices[0].finish_reason
+    return _Answer(
+        content,
+        None if reason is None else str(reason),
+        None if usage is None else _count(usage.prompt_tokens),
+        None if usage is None else _count(usage.completion_tokens),
+    )
+
+
+def _response_text(response: Any) -> str:
     try:
-        response = getattr(exc, "response", None)
-    except Exception:
-        return None
-    if response is None or not isinstance(getattr(response, "status_code", None), int):
-        return None
-    return response
+        return str(response.text)
+    except Exception:  # a streamed body not read: no text to quote
+        return ""
 
 
-def _server_message(exc: BaseException, response: Any) -> str:
-    message = getattr(exc, "server_message", None)
-    if not message:
-        try:
-            message = response.text
-        except Exception:
-            message = ""
-    message = " ".join(str(message).split())
-    return message[:300] + ("..." if len(message) > 300 else "")
+# -- foreign exceptions -------------------------------------------------------------------
 
 
-def _exception_types(*names: str) -> tuple[type[BaseException], ...]:
-    """The classes ``module.Name`` that can be imported here."""
-    import importlib
+class ForeignError(NamedTuple):
+    """How one foreign exception type is taken: our kind, whether to retry, the reason."""
 
-    found: list[type[BaseException]] = []
-    for dotted in names:
-        module_name, _, attr = dotted.rpartition(".")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        cls = getattr(module, attr, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            found.append(cls)
-    return tuple(found)
+    kind: RemoteFailureKind
+    retryable: bool
+    reason: str
+    wraps: bool = False
+    """Classify by the exception's ``__cause__`` when that is in the table too."""
 
 
-_TIMEOUT_TYPES: tuple[type[BaseException], ...] | None = None
-_TRANSPORT_TYPES: tuple[type[BaseException], ...] | None = None
+_UNREACHABLE = ForeignError("unreachable", True, "connection error")
+_TIMEOUT = ForeignError("timeout", True, "timed out")
+_HTTP = ForeignError("http", True, "HTTP error status")  # retryable by status
+_RESPONSE = ForeignError("response", True, "unreadable answer")
+_REFUSED = ForeignError("other", False, "the client refused the request")
 
-
-def _is_timeout(exc: BaseException) -> bool:
-    global _TIMEOUT_TYPES
-    if _TIMEOUT_TYPES is None:
-        _TIMEOUT_TYPES = _exception_types(
-            "huggingface_hub.errors.InferenceTimeoutError",
-            "httpx2.TimeoutException",
-            "httpx.TimeoutException",
+FOREIGN_ERRORS: dict[str, ForeignError] = {
+    # Python's own
+    "builtins.TimeoutError": _TIMEOUT,
+    "asyncio.TimeoutError": _TIMEOUT,  # the same class from 3.11
+    "builtins.ConnectionError": _UNREACHABLE,
+    "json.JSONDecodeError": _RESPONSE,
+    "builtins.UnicodeDecodeError": _RESPONSE,
+    # huggingface_hub (providers)
+    "huggingface_hub.errors.InferenceTimeoutError": _TIMEOUT._replace(wraps=True),
+    "huggingface_hub.errors.HfHubHTTPError": _HTTP,
+    "huggingface_hub.errors.OfflineModeIsEnabled": _REFUSED,
+    # httpx2 (our own pool, and huggingface_hub's), and httpx where it is installed
+    **{
+        f"{module}.{name}": rule
+        for module in ("httpx2", "httpx")
+        for name, rule in (
+            ("ConnectTimeout", ForeignError("unreachable", True, "could not connect in time")),
+            ("TimeoutException", _TIMEOUT),
+            ("UnsupportedProtocol", _REFUSED),
+            ("TransportError", _UNREACHABLE),
+            ("DecodingError", _RESPONSE),
+            ("TooManyRedirects", _REFUSED),
+            ("HTTPStatusError", _HTTP),
         )
-    return isinstance(exc, _TIMEOUT_TYPES)
+    },
+    # aiohttp, where a client built on it is used
+    "aiohttp.ServerTimeoutError": _TIMEOUT,
+    "aiohttp.ClientConnectionError": _UNREACHABLE,
+    "aiohttp.ClientPayloadError": _RESPONSE,
+}
+"""Every foreign exception this teacher understands, by ``module.Name``. An exception is
+taken by the first class of its MRO listed here (so a subclass's entry beats its base's);
+one whose MRO has none is ``other``: not retried, and counted by the circuit breaker.
+A ``http`` entry's class carries the ``response`` (status, headers, body) it failed on."""
+
+_RULES: dict[type, ForeignError] | None = None
 
 
-def _is_transport_error(exc: BaseException) -> bool:
-    global _TRANSPORT_TYPES
-    if _TRANSPORT_TYPES is None:
-        _TRANSPORT_TYPES = (
-            *_exception_types(
-                "httpx2.TransportError", "httpx.TransportError", "aiohttp.ClientConnectionError"
-            ),
-            ConnectionError,
-        )
-    return isinstance(exc, _TRANSPORT_TYPES)
+def _rules() -> dict[type, ForeignError]:
+    """:data:`FOREIGN_ERRORS` by class, for the libraries that can be imported here."""
+    global _RULES
+    if _RULES is None:
+        import importlib
+
+        rules: dict[type, ForeignError] = {}
+        for dotted, rule in FOREIGN_ERRORS.items():
+            module_name, _, attr = dotted.rpartition(".")
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            cls = getattr(module, attr, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                rules.setdefault(cls, rule)
+        _RULES = rules
+    return _RULES
+
+
+def _rule_for(exc: BaseException) -> ForeignError | None:
+    rules = _rules()
+    for cls in type(exc).__mro__:
+        rule = rules.get(cls)
+        if rule is not None:
+            return rule
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
