@@ -71,16 +71,16 @@ class Textbook(TemplateStrategy):
     ) -> None:
         super().__init__(**kwargs)
         if not isinstance(level, str) or not level.strip():
-            raise ValueError(f"{self.name}: level must be a non-empty string, got {level!r}")
+            raise ValueError(f"level must be a non-empty string, got {level!r}")
         for label, value in (
             ("exercises", exercises),
             ("min_exercises", min_exercises),
             ("worked_examples", worked_examples),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{self.name}: {label} must be an integer >= 1, got {value!r}")
+                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
         if min_words < 0:
-            raise ValueError(f"{self.name}: min_words must be >= 0, got {min_words}")
+            raise ValueError(f"min_words must be >= 0, got {min_words}")
         self.level = level.strip()
         self.exercises = exercises
         self.min_exercises = min_exercises
