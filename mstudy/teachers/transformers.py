@@ -91,12 +91,11 @@ class _Item:
 
 
 def _is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's out-of-memory error (by its type, never by its text)."""
     import torch
 
     oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    return oom is not None and isinstance(exc, oom)
 
 
 def _error(request: Request, message: str, teacher: str, prompt_tokens: int = 0) -> Completion:
