@@ -94,3 +94,13 @@ class CapabilityError(ConfigError):
         super().__init__(message)
         self.component = component
         self.missing = missing
+
+
+class LockedError(SinkError):
+    """Another run holds the output or journal this run would write. ``path`` is that path
+    and ``pid`` the holding process's id (None when it could not be read)."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
