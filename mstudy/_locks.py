@@ -183,11 +183,13 @@ class PathLock:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             return
-        with contextlib.suppress(OSError):
-            if _same_file(fd, self.path):
-                os.unlink(self.path)
-        _unlock(fd)
-        os.close(fd)
+        try:
+            with contextlib.suppress(OSError):
+                if _same_file(fd, self.path):
+                    os.unlink(self.path)
+        finally:
+            _unlock(fd)
+            os.close(fd)
 
     def __del__(self) -> None:
         # Dropped without release (a run that raised): let the OS lock go with the descriptor.
