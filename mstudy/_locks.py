@@ -39,9 +39,10 @@ _WINDOWS_LOCK_OFFSET = 1 << 20
 
 
 def lock_path(target: str | os.PathLike[str]) -> Path:
-    """The lock file of ``target``: ``dir/.<name>.lock``."""
+    """The lock file of ``target``: ``dir/.<name>.lock``, in the real folder (so two paths to
+    one folder through a symbolic link share the lock)."""
     target = Path(os.path.abspath(os.fspath(target)))
-    return target.with_name(f".{target.name}.lock")
+    return Path(os.path.realpath(target.parent)) / f".{target.name}.lock"
 
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only

@@ -196,3 +196,11 @@ def test_a_stale_partial_is_replaced_not_written_through(tmp_path: Path) -> None
         sink.write([{"n": 1}])
     assert elsewhere.read_text() == "not ours to overwrite"
     assert not target.is_symlink() and target.read_text() == '{"n": 1}\n'
+
+
+def test_two_paths_to_one_folder_share_the_lock(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    with PathLock(real / "out.jsonl"), pytest.raises(LockedError):
+        PathLock(tmp_path / "link" / "out.jsonl").acquire()
