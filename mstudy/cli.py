@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if (
         study.journal is not None
-        and (study.journal / "checkpoint.pkl").exists()
+        and (study.journal / "checkpoint.json").exists()
         and not args.restart
     ):
         print(f"resuming the interrupted run journaled in {study.journal}", file=sys.stderr)

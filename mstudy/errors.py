@@ -19,6 +19,7 @@
     ├── RemoteCallError              one call to a remote teacher failed
     │                                  .kind .retryable .status .retry_after
     ├── SinkError                    a sink could not write or commit its output
+    │   └── LockedError              another run holds the output or journal  .path .pid
     ├── CacheError                   the call cache cannot be opened or written
     ├── SandboxError                 the code sandbox cannot run at all
     ├── WorldError                   a probe's fact world is malformed
@@ -115,9 +116,7 @@ class FingerprintError(ConfigError):
     holds a value that cannot be compared across processes. ``component`` names it and
     ``attribute`` the setting."""
 
-    def __init__(
-        self, message: str, *, component: str, attribute: str, **where: Any
-    ) -> None:
+    def __init__(self, message: str, *, component: str, attribute: str, **where: Any) -> None:
         self.component = component
         self.attribute = attribute
         super().__init__(message, parameter=where.pop("parameter", attribute), **where)
@@ -297,3 +296,20 @@ class ProbeError(MstudyError, RuntimeError):
 
 class LeakError(ProbeError):
     """A scored question (or its answer pair) appears verbatim in the student's training data."""
+
+
+class LockedError(SinkError):
+    """Another run holds the output or journal this run would write. ``path`` is that path
+    and ``pid`` the holding process's id (None when it could not be read)."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_locked, (self.args[0] if self.args else "", self.path, self.pid))
+
+
+def _rebuild_locked(message: str, path: str, pid: int | None) -> LockedError:
+    return LockedError(message, path=path, pid=pid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,97 @@ class Report:
     def __getstate__(self) -> dict[str, Any]:
         self.tick()
         return dict(self.__dict__)
+
+    # -- saving (a journal's checkpoint) --------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """The report as a JSON value, which :meth:`from_state` turns back into an equal one.
+
+        Counters keep their order (tuple keys become lists). Rejection samples are stored as
+        the rejects sink writes rows (values that are not JSON converted the same way).
+        ``elapsed`` is as last set: call :meth:`tick` first to save a running report.
+        """
+        from mstudy.sinks.jsonl import to_jsonable
+
+        return {
+            "records": self.records,
+            "input_rejected": dict(self.input_rejected),
+            "strategies": {
+                name: {
+                    "requests": s.requests,
+                    "completions": s.completions,
+                    "cached": s.cached,
+                    "prompt_tokens": s.prompt_tokens,
+                    "completion_tokens": s.completion_tokens,
+                    "accepted": s.accepted,
+                    "rejected": [[stage, reason, n] for (stage, reason), n in s.rejected.items()],
+                    "checked": dict(s.checked),
+                }
+                for name, s in self.strategies.items()
+            },
+            "filters": {
+                name: {"checked": f.checked, "rejected": dict(f.rejected)}
+                for name, f in self.filters.items()
+            },
+            "samples": to_jsonable(self.samples),
+            "started": self.started,
+            "elapsed": self.elapsed,
+            "status": self.status,
+            "spent_prompt_tokens": self.spent_prompt_tokens,
+            "spent_completion_tokens": self.spent_completion_tokens,
+            "note": self.note,
+            "sampled": [[*key, n] for key, n in self._sampled.items()],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Report:
+        """The report :meth:`to_state` saved; ValueError when ``state`` is not one."""
+        try:
+            report = cls(
+                records=_int(state["records"]),
+                input_rejected=Counter(_counts(state["input_rejected"])),
+                strategies={
+                    str(name): StrategyStats(
+                        requests=_int(s["requests"]),
+                        completions=_int(s["completions"]),
+                        cached=_int(s["cached"]),
+                        prompt_tokens=_int(s["prompt_tokens"]),
+                        completion_tokens=_int(s["completion_tokens"]),
+                        accepted=_int(s["accepted"]),
+                        rejected=Counter(
+                            {
+                                (str(stage), str(reason)): _int(n)
+                                for stage, reason, n in s["rejected"]
+                            }
+                        ),
+                        checked=Counter(_counts(s["checked"])),
+                    )
+                    for name, s in state["strategies"].items()
+                },
+                filters={
+                    str(name): FilterStats(
+                        checked=_int(f["checked"]), rejected=Counter(_counts(f["rejected"]))
+                    )
+                    for name, f in state["filters"].items()
+                },
+                samples=[dict(row) for row in state["samples"]],
+                started=float(state["started"]),
+                elapsed=float(state["elapsed"]),
+                status=str(state["status"]),
+                spent_prompt_tokens=_int(state["spent_prompt_tokens"]),
+                spent_completion_tokens=_int(state["spent_completion_tokens"]),
+                note=str(state["note"]),
+            )
+            report._sampled = Counter(
+                {
+                    (strategy, str(stage), str(reason)): _int(n)
+                    for strategy, stage, reason, n in state["sampled"]
+                }
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a saved report ({type(exc).__name__}: {exc})") from exc
+        report._t0 = time.perf_counter() - report.elapsed
+        return report
 
     def rejections(
         self, strategy: str | None = None, stage: str | None = None, reason: str | None = None
@@ -300,3 +392,13 @@ class Report:
             f"{self.accepted} accepted, {self.rejected} rejected, {self.elapsed:.1f}s"
             f"<table><tr>{head}</tr>{body}</table>{reason_table}</div>"
         )
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _counts(value: Mapping[str, Any]) -> dict[str, int]:
+    return {str(key): _int(n) for key, n in value.items()}

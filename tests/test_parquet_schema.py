@@ -111,7 +111,7 @@ def test_an_unchanging_schema_writes_straight_to_the_output(tmp_path: Path) -> N
     target = tmp_path / "out.parquet"
     sink = ParquetSink(target, row_group_size=5)
     sink.write([{"a": i, "b": str(i)} for i in range(12)])
-    assert files(tmp_path) == [".out.parquet.partial"]  # no segment files
+    assert files(tmp_path) == [".out.parquet.lock", ".out.parquet.partial"]  # no segment files
     sink.close()
     assert pq.ParquetFile(target).metadata.num_row_groups == 3
 
@@ -121,7 +121,7 @@ def test_segments_are_removed_on_abort(tmp_path: Path) -> None:
     target.write_bytes(b"old")
     sink = ParquetSink(target, row_group_size=1)
     sink.write([{"a": 1}, {"a": 2, "b": "x"}, {"a": 3, "c": [1]}])
-    assert len(files(tmp_path)) == 4  # the output, the partial and two segments
+    assert len(files(tmp_path)) == 5  # the output, its lock, the partial and two segments
     sink.abort()
     assert files(tmp_path) == ["out.parquet"] and target.read_bytes() == b"old"
 

@@ -255,7 +255,7 @@ def test_canary_api_key_reaches_the_server_and_nothing_else(
             repr(info.value),
             "".join(traceback.format_exception(info.value)),
         ]
-        assert (journal / "checkpoint.pkl").exists()
+        assert (journal / "checkpoint.json").exists()
         files_mid_run = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
         stub.down_after(None)
@@ -289,7 +289,7 @@ def test_canary_api_key_reaches_the_server_and_nothing_else(
         assert CANARY not in text
     files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert log_file in files and any(p.suffix == ".sqlite" for p in files)
-    assert any(p.name == "checkpoint.pkl" for p in files_mid_run)
+    assert any(p.name == "checkpoint.json" for p in files_mid_run)
     for path, data in [*files_mid_run.items(), *files.items()]:
         assert CANARY.encode() not in data, path
 

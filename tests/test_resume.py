@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,3 +241,80 @@ def test_slow_checkpoints_are_spaced_out(tmp_path: Path) -> None:
     assert report.status == "done" and report.records == 300
     # without spacing: a checkpoint after every record; with it, saving stays ~5% of the run
     assert SlowState.saves < 20
+
+
+class Killed(BaseException):
+    """A kill: nothing after it runs (not an Exception, so no handler cleans up)."""
+
+
+FILE_CHANGES = ("rename", "replace", "unlink", "remove", "rmdir")
+
+
+def remove_killed_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[str]:
+    """Make ``Journal.remove`` die at its ``step``-th file change (1-based; every change
+    after it fails too, as in a dead process). Returns the changes it got to, in order."""
+    from mstudy.journal import Journal
+
+    done: list[str] = []
+    remove = Journal.remove
+
+    def dying_remove(journal: Journal) -> None:
+        originals = {name: getattr(os, name) for name in FILE_CHANGES}
+
+        def wrap(name: str) -> Any:
+            def change(*args: Any, **kwargs: Any) -> Any:
+                if len(done) + 1 >= step:
+                    raise Killed
+                done.append(f"{name} {args[0]}")
+                return originals[name](*args, **kwargs)
+
+            return change
+
+        for name in FILE_CHANGES:
+            monkeypatch.setattr(os, name, wrap(name))
+        try:
+            remove(journal)
+        finally:
+            for name, original in originals.items():
+                monkeypatch.setattr(os, name, original)
+
+    monkeypatch.setattr(Journal, "remove", dying_remove)
+    return done
+
+
+def journaled_study(tmp_path: Path) -> Study:
+    return Study(
+        ScriptedTeacher(REPLIES, fingerprint="t"),
+        [Reverse(), Paraphrase()],
+        [ExactDedup()],
+        sinks=[tmp_path / "out.jsonl"],
+        rejects=tmp_path / "rejects.jsonl",
+        journal=tmp_path / "journal",
+    )
+
+
+def test_a_kill_at_any_step_of_removing_the_journal_leaves_later_runs_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mstudy.journal import Journal
+
+    records = [*RECORDS, RECORDS[0]]  # a duplicate: rejects are written too
+    journaled_study(tmp_path / "clean").run(records)
+    expected = {n: (tmp_path / "clean" / n).read_bytes() for n in ("out.jsonl", "rejects.jsonl")}
+    assert expected["rejects.jsonl"]
+
+    original = Journal.remove
+    steps = remove_killed_at(monkeypatch, step=10**9)  # no kill: count the steps
+    journaled_study(tmp_path / "count").run(records)
+    assert len(steps) >= 4, steps
+    for step in range(1, len(steps) + 1):
+        where = tmp_path / f"kill-{step}"
+        remove_killed_at(monkeypatch, step)
+        with pytest.raises(Killed):
+            journaled_study(where).run(records)
+        monkeypatch.setattr(Journal, "remove", original)
+        report = journaled_study(where).run(records)  # the next run, and the one after
+        report = journaled_study(where).run(records)
+        assert report.status == "done", step
+        assert {n: (where / n).read_bytes() for n in expected} == expected, step
+        assert sorted(p.name for p in where.iterdir()) == ["out.jsonl", "rejects.jsonl"], step

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mstudy._locks import lock_path
 from mstudy.errors import SinkError
 from mstudy.interfaces import Sink
 from mstudy.records import Completion, Example, Message, Request
@@ -180,7 +181,7 @@ def test_a_killed_process_leaves_only_the_partial(tmp_path: Path, kind: str, pq:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()
     assert not target.exists()
-    assert leftovers(tmp_path) == [partial_path(target).name]
+    assert leftovers(tmp_path) == sorted([partial_path(target).name, lock_path(target).name])
 
 
 def test_a_file_in_place_of_the_directory_gives_a_sink_error(
@@ -542,7 +543,7 @@ def test_save_to_disk_round_trip_and_replace(tmp_path: Path, datasets: Any) -> N
     sink = SaveToDiskSink(target)
     sink.write([{"text": "new", "n": 1}, {"text": "newer"}])
     sink.write([{"text": f"{i:0100d}", "n": i} for i in range(1000)])
-    spool = [p for p in tmp_path.iterdir() if p.name.startswith(".ds.")]
+    spool = [p for p in tmp_path.iterdir() if p.name.startswith(".ds.") and p.suffix == ".tmp"]
     assert len(spool) == 1 and (spool[0] / "spool.pickle").stat().st_size > 50_000  # on disk
     assert datasets.load_from_disk(str(target))["text"] == ["old"]  # untouched until close
     sink.close()

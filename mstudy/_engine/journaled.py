@@ -26,6 +26,13 @@ def run_journaled(study: Study, source: Any, *, limit: int | None, restart: bool
     assert study.journal is not None
     require_saved_state(study.filters)
     journal = Journal(study.journal, study.fingerprint(limit), restart=restart)
+    try:  # whatever happens, the journal is unlocked (and kept, unless the run removed it)
+        return _run(study, source, limit, journal)
+    finally:
+        journal.close()
+
+
+def _run(study: Study, source: Any, limit: int | None, journal: Journal) -> Report:
     if study.cache is None:
         study.cache = CallCache(journal.directory / "calls.sqlite")
     state = journal.state

@@ -5,6 +5,11 @@ only ``close()`` moves it onto the target, after flushing and ``fsync``-ing it, 
 ``os.replace`` (atomic on POSIX and Windows), then ``fsync``-s the directory so the rename
 itself is durable. A crash therefore leaves at most the partial file, never a target that
 looks complete; ``abort()`` removes the partial.
+
+A sink holds an exclusive lock on its target (:mod:`mstudy._locks`) from construction to
+``close()``/``abort()``, so a second run into the same path is refused at once with a
+:class:`~mstudy.errors.LockedError`. Holding the lock, it removes the partial file a dead
+run left behind before writing its own.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import IO, Any, Literal, TypeVar
 
+from mstudy._locks import PathLock
 from mstudy.errors import SinkError
 
 __all__ = [
@@ -122,9 +128,11 @@ def commit_path(source: str | os.PathLike[str], target: str | os.PathLike[str]) 
 class AtomicFile:
     """A binary file written beside ``target`` and moved onto it only by :meth:`commit`.
 
-    The partial file is opened on construction, so an unwritable location fails early. With
-    ``append=True`` an existing target is copied into the partial first (and given a final
-    newline when ``newline_terminated``), so the target is still replaced atomically.
+    The target is locked and the partial file opened on construction, so a second writer or
+    an unwritable location fails early; a partial file left by a dead run is removed first
+    (never written through: it may be a link). With ``append=True`` an existing target is
+    copied into the partial first (and given a final newline when ``newline_terminated``),
+    so the target is still replaced atomically. ``commit`` and ``discard`` release the lock.
     """
 
     def __init__(
@@ -137,9 +145,13 @@ class AtomicFile:
         self.target = ensure_parent(target)
         self.partial = partial_path(self.target)
         self._done = False
+        self._lock = PathLock(self.target).acquire()
         try:
-            self._handle: IO[bytes] = open(self.partial, "wb")  # noqa: SIM115 - kept open
+            with contextlib.suppress(FileNotFoundError):
+                self.partial.unlink()  # a dead run's
+            self._handle: IO[bytes] = open(self.partial, "xb")  # noqa: SIM115 - kept open
         except OSError as exc:
+            self._lock.release()
             raise sink_error("create", self.partial, exc) from exc
         if append and self.target.exists():
             try:
@@ -184,16 +196,20 @@ class AtomicFile:
             self.discard()
             raise sink_error("commit", self.target, exc) from exc
         self._done = True
+        self._lock.release()
 
     def discard(self) -> None:
         """Close and remove the partial file; the target is left as it was."""
         if self._done:
             return
         self._done = True
-        with contextlib.suppress(OSError):
-            self._handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.partial.unlink()
+        try:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.partial.unlink()
+        finally:
+            self._lock.release()
 
 
 _STR_KEYS = frozenset({str})
@@ -222,13 +238,29 @@ class BaseSink:
     context manager the sink closes on success and aborts when the block raises. Rows are
     mappings (objects with a ``to_row()`` method, such as :class:`~mstudy.records.Example`,
     are accepted too).
+
+    A sink that writes a path without :class:`AtomicFile` (which locks its own target) calls
+    :meth:`_lock_target` in its constructor: the target is then locked until ``close`` or
+    ``abort``.
     """
 
     def __init__(self) -> None:
         self._state: _State = "open"
         self._failure: BaseException | None = None
         self._prepared = False
+        self._target_lock: PathLock | None = None
         self.rows_written = 0
+
+    def _lock_target(self, target: str | os.PathLike[str]) -> None:
+        """Hold an exclusive lock on ``target`` until the sink is closed or aborted; raise
+        :class:`~mstudy.errors.LockedError` when another run holds it."""
+        if self._target_lock is None:
+            self._target_lock = PathLock(target).acquire()
+
+    def _release_target(self) -> None:
+        lock, self._target_lock = self._target_lock, None
+        if lock is not None:
+            lock.release()
 
     # -- hooks -------------------------------------------------------------------------------
     def _batch(self, rows: Iterable[Any]) -> list[Any]:
@@ -323,6 +355,8 @@ class BaseSink:
             if isinstance(exc, OSError) and not isinstance(exc, SinkError):
                 raise sink_error("commit", self._describe(), exc) from exc
             raise
+        finally:
+            self._release_target()
 
     def abort(self) -> None:
         """Drop everything written; an existing target is left untouched."""
@@ -333,12 +367,16 @@ class BaseSink:
             self._discard()
         except OSError as exc:
             raise sink_error("clean up after", self._describe(), exc) from exc
+        finally:
+            self._release_target()
 
     def _quiet_discard(self) -> None:
         try:
             self._discard()
         except Exception:  # the original error matters more
             logger.warning("could not clean up after %s", self._describe(), exc_info=True)
+        finally:
+            self._release_target()
 
     def __enter__(self: _S) -> _S:
         return self

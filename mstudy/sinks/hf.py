@@ -130,12 +130,14 @@ class SaveToDiskSink(BaseSink):
                 f"cannot write {self.path}: it is a non-empty folder that does not hold a saved "
                 "dataset (no state.json or dataset_dict.json); refusing to replace it"
             )
+        self._lock_target(self.path)
         try:
             self._tmp = Path(
                 tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
             )
             self._spool: BinaryIO = open(self._tmp / "spool.pickle", "wb")  # noqa: SIM115
         except OSError as exc:
+            self._release_target()
             raise sink_error("create a temporary folder beside", self.path, exc) from exc
 
     def _describe(self) -> str:

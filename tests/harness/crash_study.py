@@ -1,17 +1,21 @@
 """A study run used by the crash tests: ``python crash_study.py DATA OUT [--journal DIR]``.
 
 The scripted teacher logs every call it makes (one key a line, flushed) so the tests can
-count repeated calls across kills.
+count repeated calls across kills. A run refused because another holds its output or journal
+prints ``{"locked": PATH, "pid": PID}`` and exits with status 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
 from mstudy import ExactDedup, Paraphrase, Request, Reverse, ScriptedTeacher, Study
 from mstudy.cache import CallCache
+from mstudy.errors import LockedError
 
 
 def main() -> None:
@@ -51,7 +55,11 @@ def main() -> None:
         checkpoint_every=0.05,
         progress=False,
     )
-    study.run(args.data)
+    try:
+        study.run(args.data)
+    except LockedError as exc:
+        print(json.dumps({"locked": exc.path, "pid": exc.pid, "message": str(exc)}), flush=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":
