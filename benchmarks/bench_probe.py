@@ -22,7 +22,8 @@ import platform
 import time
 from pathlib import Path
 
-from mstudy.probes.reversal import DEFAULTS, run_probe, write_outputs
+from mstudy.probes.outputs import write_outputs
+from mstudy.probes.reversal import DEFAULTS, run_probe
 
 
 def main() -> int:

@@ -10,20 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from mstudy.probes.reversal import (
-    DEFAULTS,
-    LeakError,
-    ProbeResult,
-    build_student_data,
-    check_no_leak,
-    qa_prompt,
-    run_probe,
-    study_world,
-    write_outputs,
-)
+from mstudy.probes.defaults import DEFAULTS
+from mstudy.probes.errors import LeakError
+from mstudy.probes.leaks import check_no_leak
+from mstudy.probes.outputs import write_outputs
+from mstudy.probes.result import ProbeResult
+from mstudy.probes.reversal import run_probe
 from mstudy.probes.rules import Candidate, SwapFilter, pattern, select_consistent
 from mstudy.probes.student import StudentConfig
-from mstudy.probes.world import Fact, World, generate_world
+from mstudy.probes.student_data import build_student_data, qa_prompt
+from mstudy.probes.studying import study_world
+from mstudy.probes.world import Fact, World
+from mstudy.probes.world_generator import generate_world
 from mstudy.records import Example, Request
 from mstudy.teachers.scripted import ScriptedTeacher
 
@@ -343,12 +341,12 @@ def test_students_give_the_same_answers_spawned_as_forked(
 ) -> None:
     """After a teacher used CUDA, students start by ``spawn`` (a forked child cannot use CUDA
     there): their results must not depend on how their processes started."""
-    from mstudy.probes import reversal
+    from mstudy.probes import training
 
     small = {"facts": 12, "relations": 2, "epochs": 8, "seeds": 1, "workers": 2}
     results = {}
     for method in ("fork", "spawn"):
-        monkeypatch.setattr(reversal, "start_method", lambda method=method: method)
+        monkeypatch.setattr(training, "start_method", lambda method=method: method)
         result = run_probe(teacher="rules", **small)  # type: ignore[arg-type]
         results[method] = [(c.name, c.forward, c.reverse) for c in result.conditions]
     assert results["spawn"] == results["fork"]
@@ -357,7 +355,7 @@ def test_students_give_the_same_answers_spawned_as_forked(
 def test_start_method_is_spawn_once_cuda_is_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from mstudy.probes.reversal import start_method
+    from mstudy.probes.training import start_method
 
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert start_method() == "fork"

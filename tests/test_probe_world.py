@@ -10,17 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mstudy.probes.world import (
-    FUNCTION_WORDS,
-    Fact,
-    Relation,
-    World,
-    WorldError,
-    builtin_relations,
-    generate_world,
-    load_relations,
-    load_world,
-)
+from mstudy.probes.errors import WorldError
+from mstudy.probes.world import Fact, Relation, World
+from mstudy.probes.world_checks import FUNCTION_WORDS
+from mstudy.probes.world_files import builtin_relations, load_relations, load_world
+from mstudy.probes.world_generator import generate_world
 from mstudy.text import normalize
 
 if sys.version_info >= (3, 11):
@@ -361,3 +355,76 @@ def test_missing_files(tmp_path: Path) -> None:
     (tmp_path / "facts.jsonl").write_text("\n")
     with pytest.raises(WorldError, match="no facts"):
         load_world(tmp_path)
+
+
+# -- the built-in relations: a data file read by the user-world loader ---------------------------
+
+# Frozen from the relations as they were written in Python before they moved to
+# mstudy/probes/data/builtin_relations.toml: name -> (subject type, object type, inverse forms,
+# paraphrases), in the generator's order, and the SHA-256 of every template (sorted JSON).
+BUILTIN_SNAPSHOT = {
+    "founded": ("person", "company", 8, 1),
+    "wrote": ("person", "book", 8, 1),
+    "discovered": ("person", "comet", 6, 1),
+    "painted": ("person", "painting", 7, 1),
+    "born": ("person", "city", 7, 1),
+    "mentor": ("person", "person", 11, 1),
+}
+BUILTIN_SHA256 = "27af10d92c8bce1ac3cc1008d9b87a6434fcf9a9b4a71f748fc6d50246174fc5"
+# generate_world(40, 5, seed=4) and (24, 6, seed=3) before the move, as sorted JSON.
+GENERATED_SHA256 = {
+    (40, 5, 4): "521823323dbe2e95cde7c225835485ef516cd088557f05ab02c3b5f2ff334d07",
+    (24, 6, 3): "b96f88c5df9336f2351c5a9ac77e864e739b4f1d3265fe4bb44d720cd094627b",
+}
+
+
+def _sha256(data: object) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def test_builtin_file_loads_through_the_user_loader_as_before() -> None:
+    from mstudy.probes.world_files import BUILTIN_RELATIONS
+
+    relations, anchors = load_relations(BUILTIN_RELATIONS)
+    assert anchors == {}
+    assert {
+        name: (r.subject_type, r.object_type, len(r.inverse_forms), len(r.paraphrases))
+        for name, r in relations.items()
+    } == BUILTIN_SNAPSHOT
+    assert list(relations) == list(BUILTIN_SNAPSHOT)  # order: the generator draws the first n
+    assert _sha256({name: r.to_dict() for name, r in relations.items()}) == BUILTIN_SHA256
+    assert builtin_relations() == relations
+
+
+def test_generated_worlds_are_unchanged_by_the_move() -> None:
+    for (n_facts, n_relations, seed), digest in GENERATED_SHA256.items():
+        assert _sha256(generate_world(n_facts, n_relations, seed=seed).to_dict()) == digest
+
+
+def test_builtin_file_as_a_user_world_dir_and_its_checks(tmp_path: Path) -> None:
+    """The built-in spec works as a user's ``relations.toml``, and a broken copy of it is
+    rejected by the loader's checks, naming the file and the relation."""
+    from mstudy.probes.world_files import BUILTIN_RELATIONS
+
+    text = BUILTIN_RELATIONS.read_text(encoding="utf-8")
+    generated = generate_world(12, 6, seed=0)
+    (tmp_path / "relations.toml").write_text(text, encoding="utf-8")
+    (tmp_path / "facts.jsonl").write_text(
+        "".join(
+            json.dumps({"subject": f.subject, "relation": f.relation, "object": f.object}) + "\n"
+            for f in generated.facts
+        ),
+        encoding="utf-8",
+    )
+    assert load_world(tmp_path).relations == generated.relations
+    broken = tmp_path / "broken.toml"
+    broken.write_text(
+        text.replace(
+            'reverse_question = "Who penned {object}?"', 'reverse_question = "Who wrote?"'
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(WorldError, match=r"broken\.toml: relation 'wrote', reverse_question"):
+        load_relations(broken)

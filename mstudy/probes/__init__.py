@@ -19,19 +19,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mstudy.probes.reversal import ProbeResult, run_probe, write_outputs
+    from mstudy.probes.errors import WorldError
+    from mstudy.probes.outputs import write_outputs
+    from mstudy.probes.result import ProbeResult
+    from mstudy.probes.reversal import run_probe
     from mstudy.probes.student import StudentConfig
-    from mstudy.probes.world import World, WorldError, generate_world, load_world
+    from mstudy.probes.world import World
+    from mstudy.probes.world_files import load_world
+    from mstudy.probes.world_generator import generate_world
 
 _LAZY = {
-    "ProbeResult": "mstudy.probes.reversal",
+    "ProbeResult": "mstudy.probes.result",
     "run_probe": "mstudy.probes.reversal",
-    "write_outputs": "mstudy.probes.reversal",
+    "write_outputs": "mstudy.probes.outputs",
     "StudentConfig": "mstudy.probes.student",
     "World": "mstudy.probes.world",
-    "WorldError": "mstudy.probes.world",
-    "generate_world": "mstudy.probes.world",
-    "load_world": "mstudy.probes.world",
+    "WorldError": "mstudy.probes.errors",
+    "generate_world": "mstudy.probes.world_generator",
+    "load_world": "mstudy.probes.world_files",
 }
 
 

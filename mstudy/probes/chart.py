@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from mstudy.probes.reversal import ProbeResult
+from mstudy.probes.result import ProbeResult
 
 _FONT = {
     # 5x7 bitmap glyphs, one string of 7 rows of 5 bits per character

@@ -28,7 +28,7 @@ def _positive(text: str) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``probe`` (with its ``reversal`` subcommand) to an argparse subparsers object."""
-    from mstudy.probes.reversal import DEFAULTS
+    from mstudy.probes.defaults import DEFAULTS
 
     probe = subparsers.add_parser(
         "probe",
@@ -111,7 +111,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the probe with parsed arguments; print the table (or JSON); return 0."""
-    from mstudy.probes.reversal import run_probe, write_outputs
+    from mstudy.probes.outputs import write_outputs
+    from mstudy.probes.reversal import run_probe
 
     result = run_probe(
         teacher=args.teacher,

@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mstudy.hashing import stable_hash
-from mstudy.probes.world import Fact, World, canonical
+from mstudy.probes.templates import canonical
+from mstudy.probes.world import Fact, World
 from mstudy.records import Example, Rejection, Request
 from mstudy.teachers.scripted import ScriptedTeacher
 
