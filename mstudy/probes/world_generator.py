@@ -58,11 +58,15 @@ def generate_world(
     used: set[str] = set()
 
     def fresh() -> str:
+        """A new name that is neither inside another entity's name nor holds one (else a
+        question naming ``Nebril`` would also name ``Nebri``)."""
         while True:
             name = _name(rng)
-            if name.casefold() not in used and name.casefold() not in reserved:
-                used.add(name.casefold())
-                return name
+            folded = name.casefold()
+            if folded in reserved or any(folded in u or u in folded for u in used):
+                continue
+            used.add(folded)
+            return name
 
     facts: list[Fact] = []
     per_relation: dict[str, list[int]] = {}
