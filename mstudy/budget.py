@@ -100,3 +100,6 @@ def count_prompt_tokens(
             text = "".join(m.content for m in request.messages) + (request.prefill or "")
             total += max(1, len(text) // 4)
     return total
+
+
+__all__ = ["Budget", "Estimate", "count_prompt_tokens"]

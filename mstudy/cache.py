@@ -191,7 +191,7 @@ class CallCache:
                 self._commit_locked()
 
     def get_outcome(self, key: str) -> str | None:
-        """A record's stored outcome (see :mod:`mstudy.memo`), or None."""
+        """A record's stored outcome (see :mod:`mstudy._memo`), or None."""
         return self.get_outcomes([key]).get(key)
 
     def get_outcomes(self, keys: Sequence[str]) -> dict[str, str]:
@@ -297,3 +297,6 @@ class CallCache:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+__all__ = ["CacheStats", "CallCache"]

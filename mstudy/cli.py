@@ -387,3 +387,5 @@ def _error(exc: BaseException) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+__all__ = ["build_parser", "main"]

@@ -503,7 +503,7 @@ def _check_types(kind: str, name: str, params: Mapping[str, Any]) -> object | No
 
     Returns the plugin's class or factory (None for a ready-made instance).
     """
-    from mstudy.typecheck import mismatch, parameter_types
+    from mstudy._typecheck import mismatch, parameter_types
 
     obj = plugins.load(kind, name)
     if not (inspect.isclass(obj) or inspect.isroutine(obj)):
@@ -523,7 +523,7 @@ def _check_types(kind: str, name: str, params: Mapping[str, Any]) -> object | No
 
 def _check_templates(table: Mapping[str, Any], where: Where) -> None:
     """Compile every template a strategy table sets, so a syntax error stops the load."""
-    from mstudy.templates import compile_template
+    from mstudy._templates import compile_template
 
     for key, value in table.items():
         if _is_template_key(key) and isinstance(value, str):

@@ -313,3 +313,27 @@ class LockedError(SinkError):
 
 def _rebuild_locked(message: str, path: str, pid: int | None) -> LockedError:
     return LockedError(message, path=path, pid=pid)
+
+
+__all__ = [
+    "AmbiguousPluginError",
+    "CacheError",
+    "CapabilityError",
+    "ConfigError",
+    "FingerprintError",
+    "LeakError",
+    "LockedError",
+    "MstudyError",
+    "ParameterError",
+    "PluginError",
+    "PluginLoadError",
+    "PluginNotFoundError",
+    "ProbeError",
+    "RecordError",
+    "RemoteCallError",
+    "SandboxError",
+    "SinkError",
+    "TeacherError",
+    "TemplateError",
+    "WorldError",
+]

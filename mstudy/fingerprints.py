@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
+from mstudy._hashing import stable_hash
 from mstudy.errors import FingerprintError
-from mstudy.hashing import stable_hash
 from mstudy.interfaces import Fingerprinted
 
 __all__ = ["fingerprint", "settings"]

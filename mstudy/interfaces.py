@@ -153,7 +153,7 @@ class TokenCounter(Protocol):
 class Memoizable(Protocol):
     """A strategy whose outcome for a record depends on the record and its settings alone, and
     whose verdicts are the same on every run (``memoizable`` is ``True``): a re-run with a call
-    cache reads the outcome back instead of parsing again (:mod:`mstudy.memo`)."""
+    cache reads the outcome back instead of parsing again (:mod:`mstudy._memo`)."""
 
     memoizable: bool
 

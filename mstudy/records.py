@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
+from mstudy._hashing import canonical_json, stable_hash
 from mstudy.errors import ConfigError, RecordError
-from mstudy.hashing import canonical_json, stable_hash
 
 FinishReason = Literal["stop", "length", "error"]
 RESERVED_COLUMNS = frozenset({"id", "source_id", "strategy", "provenance"})
@@ -389,3 +389,16 @@ class Rejection:
             "field": self.field,
             "row": dict(self.row) if self.row is not None else None,
         }
+
+
+__all__ = [
+    "RESERVED_COLUMNS",
+    "Completion",
+    "Example",
+    "GenerationParams",
+    "Message",
+    "Provenance",
+    "Record",
+    "Rejection",
+    "Request",
+]

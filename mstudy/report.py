@@ -402,3 +402,6 @@ def _int(value: Any) -> int:
 
 def _counts(value: Mapping[str, Any]) -> dict[str, int]:
     return {str(key): _int(n) for key, n in value.items()}
+
+
+__all__ = ["FilterStats", "Report", "StrategyStats"]

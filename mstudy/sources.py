@@ -10,7 +10,7 @@ cannot be read at all raises :class:`~mstudy.errors.ConfigError` or
 Rejection reasons: ``not_a_mapping`` (an item of an iterable), ``invalid_utf8``,
 ``invalid_json``, ``not_an_object`` (a JSON line that is not ``{...}``), ``invalid_record``
 (the row's id field is unusable), ``duplicate_id`` (an id field's value met before in the
-same source: the later row is refused), and the field checks of :mod:`mstudy.fieldcheck`
+same source: the later row is refused), and the field checks of :mod:`mstudy._fieldcheck`
 (``invalid_unicode``, ``too_deeply_nested``, ``unsupported_value``), which name the field.
 Ids are kept as given and converted to ``str``: ``7`` and ``"7"`` are the same id.
 """
@@ -28,8 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from mstudy._fieldcheck import SeenIds, check_fields
 from mstudy.errors import ConfigError, RecordError
-from mstudy.fieldcheck import SeenIds, check_fields
 from mstudy.records import Record, Rejection
 
 __all__ = ["JSONL_SUFFIXES", "PARQUET_SUFFIXES", "iter_source", "source_length"]

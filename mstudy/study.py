@@ -64,7 +64,7 @@ class Study:
             ahead (bounds memory while a slow request holds the head of the line).
         journal: a directory that makes ``run`` resumable: killed at any instant and run
             again, it goes on where it stopped and writes every row exactly once (see
-            :mod:`mstudy.journal`). Implies a call cache in that directory unless ``cache``
+            :mod:`mstudy._journal`). Implies a call cache in that directory unless ``cache``
             is given.
         checkpoint_every: seconds between journal checkpoints (at least: when saving the
             filters' state gets slow, checkpoints are spaced so it stays ~5% of the run).

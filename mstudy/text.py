@@ -125,3 +125,17 @@ def answers_match(got: str, gold: str) -> bool:
     if a is not None and b is not None:
         return a == b
     return normalize_answer(got) == normalize_answer(gold) != ""
+
+
+__all__ = [
+    "Normalized",
+    "answers_match",
+    "collapse_space",
+    "contains",
+    "first_line",
+    "is_refusal",
+    "normalize",
+    "normalize_answer",
+    "position",
+    "strip_label",
+]

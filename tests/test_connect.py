@@ -23,9 +23,9 @@ from mstudy import (
     ScriptedTeacher,
     Study,
 )
+from mstudy._retrieval import BM25Index, EmbeddingIndex, TfidfIndex, build_index, tokenize
 from mstudy.config import parse_config
 from mstudy.plugins import create
-from mstudy.retrieval import BM25Index, EmbeddingIndex, TfidfIndex, build_index, tokenize
 from mstudy.strategies.connect import Connect
 
 FACTS = [

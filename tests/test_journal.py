@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mstudy import ConfigError, ExactDedup, Reverse, ScriptedTeacher, Study
-from mstudy.journal import CHECKPOINT, FORMAT, Journal, tombstone_path
+from mstudy._journal import CHECKPOINT, FORMAT, Journal, tombstone_path
 from mstudy.report import FilterStats, Report, StrategyStats
 
 REPLIES = {"reverse": "{{ object }} holds {{ subject }}."}
@@ -147,7 +147,7 @@ def resume(tmp_path: Path, **kwargs: Any) -> Report:
 def test_the_checkpoint_is_versioned_json_with_the_filter_state(tmp_path: Path) -> None:
     journal = interrupted(tmp_path)
     saved = json.loads((journal / CHECKPOINT).read_text())
-    assert saved["format"] == FORMAT == "mstudy.journal.v2"
+    assert saved["format"] == FORMAT == "mstudy._journal.v2"
     assert 1 <= saved["items_done"] <= 10 and saved["report"]["records"] >= saved["items_done"]
     assert set(saved["filter_states"]) == {"dedup"}
     assert sorted(p.name for p in journal.iterdir() if "calls" not in p.name) == [
@@ -183,7 +183,7 @@ def test_an_old_pickle_checkpoint_is_refused_unread(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"\x80\x04not json", b'{"format": "mstudy.journal.v9"}', b"[1, 2]", b'{"format": 1}'],
+    [b"\x80\x04not json", b'{"format": "mstudy._journal.v9"}', b"[1, 2]", b'{"format": 1}'],
 )
 def test_an_unknown_checkpoint_is_refused_with_the_way_out(tmp_path: Path, content: bytes) -> None:
     journal = interrupted(tmp_path)

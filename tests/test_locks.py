@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mstudy import Reverse, ScriptedTeacher, Study
+from mstudy._journal import Journal
 from mstudy._locks import PathLock, lock_path
 from mstudy.errors import LockedError, SinkError
-from mstudy.journal import Journal
 from mstudy.sinks.base import partial_path
 from mstudy.sinks.jsonl import JSONLSink
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mstudy import Completion, Example, GenerationParams, Message, Record, RecordError, Request
-from mstudy.hashing import stable_hash
+from mstudy._hashing import stable_hash
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -152,7 +152,7 @@ def test_canonical_json_of_a_flat_record_is_the_general_one(fields: dict[str, ob
     """Flat dicts (string keys, plain values) skip the general walk: same text either way."""
     from types import MappingProxyType
 
-    from mstudy.hashing import canonical_json
+    from mstudy._hashing import canonical_json
 
     assert canonical_json(fields) == canonical_json(MappingProxyType(fields))
 
@@ -168,7 +168,7 @@ _plain_json = st.recursive(
 def test_canonical_json_of_plain_json_is_sorted_compact_json(value: object) -> None:
     """Plain JSON values (the fast paths for flat dicts and lists included) hash as their
     sorted, compact JSON text."""
-    from mstudy.hashing import canonical_json
+    from mstudy._hashing import canonical_json
 
     expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert canonical_json(value) == expected

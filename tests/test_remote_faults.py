@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from openai_stub import FAULTS, FaultMix, RecordedRequest, StubServer
 
 from mstudy import Study
+from mstudy._journal import Journal
 from mstudy.errors import TeacherError
-from mstudy.journal import Journal
 from mstudy.records import Completion, Message, Request
 from mstudy.report import Report
 from mstudy.strategies.base import TemplateStrategy

@@ -132,7 +132,7 @@ def interrupted_run(tmp_path: Path, stop_after: int) -> tuple[Path, Path]:
         calls += 1
         if calls > stop_after:
             raise Interrupt
-        from mstudy.templates import render
+        from mstudy._templates import render
 
         v = request.variables  # type: ignore[attr-defined]
         return render(REPLIES[request.strategy], v)  # type: ignore[attr-defined]
@@ -253,7 +253,7 @@ FILE_CHANGES = ("rename", "replace", "unlink", "remove", "rmdir")
 def remove_killed_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[str]:
     """Make ``Journal.remove`` die at its ``step``-th file change (1-based; every change
     after it fails too, as in a dead process). Returns the changes it got to, in order."""
-    from mstudy.journal import Journal
+    from mstudy._journal import Journal
 
     done: list[str] = []
     remove = Journal.remove
@@ -296,7 +296,7 @@ def journaled_study(tmp_path: Path) -> Study:
 def test_a_kill_at_any_step_of_removing_the_journal_leaves_later_runs_working(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mstudy.journal import Journal
+    from mstudy._journal import Journal
 
     records = [*RECORDS, RECORDS[0]]  # a duplicate: rejects are written too
     journaled_study(tmp_path / "clean").run(records)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mstudy import Record, Reverse, TemplateError
-from mstudy.templates import compile_template, render
+from mstudy._templates import compile_template, render
 
 template_like = st.one_of(
     st.text(),
@@ -87,7 +87,7 @@ def test_rendering_is_exactly_jinjas(parts: list[str], variables: dict) -> None:
 
 def test_built_in_prompts_render_without_a_jinja_context() -> None:
     from mstudy import ChainOfThought, Explain, Paraphrase, Reverse
-    from mstudy.templates import _substitution_plan
+    from mstudy._templates import _substitution_plan
 
     for strategy in (Explain(), Reverse(), Paraphrase(), ChainOfThought()):
         for source in (strategy._template, strategy._system, strategy._prefill):

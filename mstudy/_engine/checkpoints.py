@@ -1,14 +1,14 @@
 """Checkpoints of a journaled run: decided rows spooled, then position, report and filter
-state made durable together (:mod:`mstudy.journal`)."""
+state made durable together (:mod:`mstudy._journal`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
+from mstudy._journal import Journal
 from mstudy.cache import CallCache
 from mstudy.interfaces import Filter, Stateful
-from mstudy.journal import Journal
 from mstudy.records import Example, Rejection
 from mstudy.sinks.jsonl import dumps_row
 

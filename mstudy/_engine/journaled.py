@@ -1,16 +1,16 @@
 """A journaled run: the study phase spools rows and checkpoints, the sink phase copies the
 spools into the sinks, then the journal goes. Killed anywhere and run again, it goes on from
-the last checkpoint and writes every row once (:mod:`mstudy.journal`)."""
+the last checkpoint and writes every row once (:mod:`mstudy._journal`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mstudy._journal import Checkpoint, Journal
 from mstudy.cache import CallCache
 from mstudy.errors import CapabilityError
 from mstudy.interfaces import Filter, Resettable, Stateful, missing_members
-from mstudy.journal import Checkpoint, Journal
 from mstudy.report import Report
 
 from .checkpoints import Checkpointer

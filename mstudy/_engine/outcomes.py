@@ -1,11 +1,11 @@
 """Outcomes: with a call cache, a record's parsed outcome is stored once it is finished and
-read back on a re-run instead of rendering and parsing again (:mod:`mstudy.memo`)."""
+read back on a re-run instead of rendering and parsing again (:mod:`mstudy._memo`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mstudy import memo
+from mstudy import _memo as memo
 from mstudy.cache import CallCache
 from mstudy.interfaces import Strategy
 from mstudy.records import Record

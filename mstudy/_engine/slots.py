@@ -28,7 +28,7 @@ class Slot:
     completions: list[tuple[str, Completion]] = field(default_factory=list)
     """(strategy name, completion) for every answer, to count in the report."""
     outcome_key: str | None = None
-    """Where this record's outcome is memoised (:mod:`mstudy.memo`); None when it is not."""
+    """Where this record's outcome is memoised (:mod:`mstudy._memo`); None when it is not."""
     outcome_stored: bool = False
     """The outcome was read back from the memo (so it need not be stored again)."""
     cached_calls: dict[str, tuple[int, int, int]] = field(default_factory=dict)

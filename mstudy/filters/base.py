@@ -30,3 +30,6 @@ class RowFilter:
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({settings})"
+
+
+__all__ = ["RowFilter"]

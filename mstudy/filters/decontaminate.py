@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mstudy._hashing import stable_hash
 from mstudy.filters.minhash import _EMPTY_TOKEN, _mix, token_hashes
-from mstudy.hashing import stable_hash
 from mstudy.records import Example, Record, Rejection
 from mstudy.text import normalize
 

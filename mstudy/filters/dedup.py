@@ -117,3 +117,6 @@ class ExactDedup(RowFilter):
 
     def _detail(self, example: Example) -> str:
         return f"normalised {self.field} seen before: {example.text[:80]!r}"
+
+
+__all__ = ["ExactDedup"]

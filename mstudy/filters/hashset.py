@@ -368,3 +368,6 @@ def _merged(sources: list[Iterator[U64]]) -> Iterator[U64]:
                     del buffers[i], live[i]
                 else:
                     buffers[i] = refill
+
+
+__all__ = ["HashSet"]

@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mstudy._templates import render
 from mstudy.cache import CallCache
 from mstudy.errors import MstudyError
 from mstudy.interfaces import Teacher
 from mstudy.records import Completion, Example, GenerationParams, Message, Rejection, Request
-from mstudy.templates import render
 
 __all__ = ["DEFAULT_RUBRIC", "DEFAULT_SYSTEM", "LLMJudge", "parse_score"]
 

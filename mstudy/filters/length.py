@@ -42,3 +42,6 @@ class LengthFilter(RowFilter):
         if self.max_words is not None and words > self.max_words:
             return ("too long", f"{words} words > {self.max_words}")
         return None
+
+
+__all__ = ["LengthFilter"]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mstudy.hashing import stable_hash
+from mstudy._hashing import stable_hash
 from mstudy.records import Example, Rejection
 
 __all__ = [

@@ -183,3 +183,6 @@ def _png(canvas: Any) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw, 9))
         + chunk(b"IEND", b"")
     )
+
+
+__all__ = ["render_chart"]

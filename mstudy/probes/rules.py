@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mstudy.hashing import stable_hash
+from mstudy._hashing import stable_hash
 from mstudy.probes.templates import canonical
 from mstudy.probes.world import Fact, World
 from mstudy.records import Example, Rejection, Request

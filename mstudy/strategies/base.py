@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from mstudy._hashing import stable_hash
+from mstudy._templates import render
 from mstudy.errors import ConfigError, RecordError
-from mstudy.hashing import stable_hash
 from mstudy.records import (
     Completion,
     Example,
@@ -33,7 +34,6 @@ from mstudy.records import (
     Rejection,
     Request,
 )
-from mstudy.templates import render
 from mstudy.text import is_refusal, normalize
 
 FewShot = tuple[Mapping[str, str], str]
@@ -72,7 +72,7 @@ class TemplateStrategy:
     prefill: ClassVar[str | None] = None
     default_params: ClassVar[GenerationParams] = GenerationParams()
     memoizable: ClassVar[bool] = True
-    """Whether a record's outcome may be memoised (:mod:`mstudy.memo`): true when requests
+    """Whether a record's outcome may be memoised (:mod:`mstudy._memo`): true when requests
     depend on the record and settings alone and verdicts are the same on every run."""
 
     def __init__(

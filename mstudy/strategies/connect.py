@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from mstudy._retrieval import Embed, Index, build_index
 from mstudy.errors import RecordError
 from mstudy.records import (
     Completion,
@@ -26,7 +27,6 @@ from mstudy.records import (
     Rejection,
     Request,
 )
-from mstudy.retrieval import Embed, Index, build_index
 from mstudy.strategies.base import FewShot, Reject, TemplateStrategy, is_copy
 from mstudy.text import normalize, strip_label
 

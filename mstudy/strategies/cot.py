@@ -82,3 +82,6 @@ class ChainOfThought(TemplateStrategy):
             "answer": answer,
             "gold": None if gold is None else str(gold),
         }
+
+
+__all__ = ["ChainOfThought", "extract_final_answer"]

@@ -47,3 +47,6 @@ class Explain(TemplateStrategy):
         if is_copy(reply, source):
             return Reject("copy of the source", reply[:120])
         return {"input": source, "text": reply, "answer": None}
+
+
+__all__ = ["Explain"]

@@ -57,3 +57,6 @@ class Paraphrase(TemplateStrategy):
                 f"{ratio:.2f} not in [{self.min_ratio}, {self.max_ratio}]",
             )
         return {"input": source, "text": reply, "answer": None}
+
+
+__all__ = ["Paraphrase"]

@@ -1,1 +1,3 @@
 """Teachers of mstudy."""
+
+__all__ = []

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mstudy.hashing import stable_hash
+from mstudy._hashing import stable_hash
 
 #: Stop strings a raw (template-free) prompt adds, so a base model does not write both sides.
 RAW_PROMPT_STOPS: tuple[str, ...] = ("\nUser:", "\nSystem:")

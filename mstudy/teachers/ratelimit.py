@@ -104,3 +104,6 @@ class RateLimiter:
         """Replace a token estimate by the count the server reported."""
         if self.tokens is not None and actual != estimated:
             self.tokens.adjust(actual - min(estimated, self.tokens.capacity))
+
+
+__all__ = ["RateLimiter", "TokenBucket"]

@@ -55,8 +55,8 @@ from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from mstudy._hashing import stable_hash
 from mstudy.errors import ConfigError, RemoteCallError, RemoteFailureKind, TeacherError
-from mstudy.hashing import stable_hash
 from mstudy.records import Completion, FinishReason, Request
 from mstudy.teachers.ratelimit import RateLimiter
 

@@ -11,9 +11,9 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 
-from mstudy.hashing import stable_hash
+from mstudy._hashing import stable_hash
+from mstudy._templates import render
 from mstudy.records import Completion, Message, Request
-from mstudy.templates import render
 
 Reply = str | tuple[str, str]
 """A reply: its text, or ``(text, finish_reason)``."""
@@ -137,3 +137,6 @@ def _words_before_last(messages: tuple[Message, ...]) -> int:
     """Words (the scripted teacher's tokens) in the turns before the last: the system and
     few-shot turns, which every request of a strategy repeats."""
     return sum(len(m.content.split()) for m in messages)
+
+
+__all__ = ["ScriptedTeacher"]

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mstudy._hashing import stable_hash
 from mstudy.errors import TeacherError
-from mstudy.hashing import stable_hash
 from mstudy.records import Completion, FinishReason, Request
 from mstudy.teachers.base import (
     RAW_PROMPT_STOPS,

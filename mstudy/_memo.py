@@ -51,7 +51,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mstudy.hashing import canonical_json
+from mstudy._hashing import canonical_json
 from mstudy.interfaces import Fingerprinted, Memoizable, Parametrised
 from mstudy.records import (
     Completion,

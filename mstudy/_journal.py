@@ -6,7 +6,7 @@ A resumable run keeps a directory with three files:
   source order;
 - ``checkpoint.json``: how many source items are fully decided, the byte length of each spool
   at that point, the report and the state of stateful filters, as versioned JSON
-  (``{"format": "mstudy.journal.v2", ...}``). It is replaced atomically (write, fsync,
+  (``{"format": "mstudy._journal.v2", ...}``). It is replaced atomically (write, fsync,
   rename, fsync the directory).
 
 On resume the spools are cut back to the checkpointed lengths (a torn or uncommitted tail is
@@ -47,7 +47,7 @@ CHECKPOINT = "checkpoint.json"
 OLD_CHECKPOINT = "checkpoint.pkl"
 """The checkpoint of mstudy 0.x before the JSON format: never read (it is a pickle)."""
 SPOOLS = ("accepted", "rejects")
-FORMAT = "mstudy.journal.v2"
+FORMAT = "mstudy._journal.v2"
 RESTART = "start over with restart=True (CLI: --restart)"
 
 
