@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import read_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,11 +47,6 @@ def study(tmp_path: Path, name: str = "run", **kwargs: Any) -> Study:
         rejects=tmp_path / f"{name}.rejects.jsonl",
         **kwargs,
     )
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    lines = path.read_bytes().split(b"\n")  # not splitlines(): U+0085 and U+2028 are text
-    return [json.loads(line) for line in lines if line]
 
 
 # -- lone surrogates -----------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from mstudy import (
     Reverse,
     ScriptedTeacher,
     Study,
-    memo,
 )
+from mstudy import _memo as memo
 from mstudy.cache import CallCache
 from mstudy.records import Provenance
 

@@ -17,7 +17,7 @@ import logging
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from conftest import read_jsonl
 from openai_stub import FAULTS, FaultMix, RecordedRequest, StubServer
 
 from mstudy import Study
@@ -60,25 +61,11 @@ class Echo(TemplateStrategy):
     template = "{{ text }}"
 
 
-@pytest.fixture
-def stub() -> Iterator[StubServer]:
-    with StubServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MSTUDY_API_KEY", "OPENAI_API_KEY", "HF_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_ambient_keys")
 
 
 def make_records(n: int, marker: Callable[[int], str] = lambda i: "") -> list[dict[str, str]]:
     return [{"id": f"r{i}", "text": f"item {i} greets the world{marker(i)}"} for i in range(n)]
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
 
 
 def bounded(fn: Callable[[], T], seconds: float) -> T:

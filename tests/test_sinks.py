@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import read_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,10 +25,6 @@ from mstudy.interfaces import Sink
 from mstudy.records import Completion, Example, Message, Request
 from mstudy.sinks.base import AtomicFile, BaseSink, partial_path
 from mstudy.sinks.jsonl import JSONLSink, dumps_row
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def example_row(i: int, **fields: Any) -> dict[str, Any]:

@@ -29,17 +29,7 @@ from mstudy.teachers.remote import RemoteTeacher, _parse_retry_after
 CANARY = "sk-canary-7f3a9c1e5b"
 
 
-@pytest.fixture
-def stub() -> Iterator[StubServer]:
-    """A fresh server per test: requests a test abandons cannot leak into the next one."""
-    with StubServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MSTUDY_API_KEY", "OPENAI_API_KEY", "HF_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_ambient_keys")
 
 
 def make(stub: StubServer, **kwargs: object) -> RemoteTeacher:
