@@ -263,9 +263,9 @@ class Completion:
         return self.finish_reason != "error"
 
 
-@dataclass(frozen=True, slots=True)
-class Provenance:
-    """Where an example came from; every output row carries one."""
+class Provenance(NamedTuple):
+    """Where an example came from; every output row carries one (immutable; ``_replace``
+    makes a changed copy)."""
 
     source_id: str
     strategy: str

@@ -12,7 +12,6 @@ records; its index is built on first use and held in memory (the texts plus the 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -217,7 +216,7 @@ class Connect(TemplateStrategy):
         ids = (record.id, *(str(r) for r in request.variables.get("related_ids", ())))
         for item in results:
             if isinstance(item, Example):
-                item.provenance = dataclasses.replace(item.provenance, source_ids=ids)
+                item.provenance = item.provenance._replace(source_ids=ids)
         return results
 
     def check(self, variables: Mapping[str, Any], text: str) -> Mapping[str, Any] | Reject:
