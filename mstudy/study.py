@@ -23,6 +23,7 @@ from mstudy._engine.run import StudyRun
 from mstudy._engine.sinking import SinkSet, SinkSpec
 from mstudy.budget import Budget, Estimate, count_prompt_tokens
 from mstudy.cache import CallCache
+from mstudy.errors import ConfigError
 from mstudy.fingerprints import fingerprint as component_fingerprint
 from mstudy.interfaces import Filter, Resettable, Sink, Strategy, Teacher, TokenCounter
 from mstudy.records import Example, Rejection
@@ -108,9 +109,10 @@ class Study:
         if max_backlog < 1:
             raise ValueError(f"max_backlog must be >= 1, got {max_backlog}")
         if not 0 <= checkpoint_every < float("inf"):  # NaN fails too: it would never save
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint_every must be a finite number of seconds >= 0, "
-                f"got {checkpoint_every!r}"
+                f"got {checkpoint_every!r}",
+                parameter="checkpoint_every",
             )
         self.max_backlog = max_backlog
         self.cache: CallCache | None = CallCache(cache) if isinstance(cache, (str, Path)) else cache

@@ -538,3 +538,11 @@ def test_a_sink_that_cannot_commit_leaves_no_other_sink_committed(tmp_path: Path
             study.run([{"text": "Ada keeps a lamp in the tower."}])
         assert not out.exists()
         assert list(tmp_path.iterdir()) == []  # no partial file left either
+
+
+@pytest.mark.parametrize("every", [float("nan"), float("inf"), -1.0])
+def test_checkpoint_every_must_be_a_finite_number_of_seconds(every: float) -> None:
+    """NaN compared false with every interval, so checkpoints silently never happened."""
+    with pytest.raises(mstudy.ConfigError) as caught:
+        Study(ScriptedTeacher("So: {{ text }}"), [Paraphrase()], checkpoint_every=every)
+    assert caught.value.parameter == "checkpoint_every"
