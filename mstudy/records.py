@@ -15,6 +15,19 @@ FinishReason = Literal["stop", "length", "error"]
 RESERVED_COLUMNS = frozenset({"id", "source_id", "strategy", "provenance"})
 
 
+def id_problem(fields: Mapping[Any, Any], id_field: str) -> str | None:
+    """Why a row's id field cannot be its id (None when it can, or when it is absent): an id
+    is a string or an integer, and not blank."""
+    raw = fields.get(id_field)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        return f"field {id_field!r} must be a string or integer id, got {type(raw).__name__}"
+    if not str(raw).strip():
+        return f"field {id_field!r} is empty"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One source row: a stable ``id`` and its fields.
@@ -38,23 +51,15 @@ class Record:
             )
         fields = dict(data)
         if id_field in fields and fields[id_field] is not None:
-            raw = fields[id_field]
-            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            problem = id_problem(fields, id_field)
+            if problem is not None:
                 raise RecordError(
-                    f"record #{index}: field {id_field!r} must be a string or integer id, "
-                    f"got {type(raw).__name__}",
+                    f"record #{index}: {problem}",
                     record_id=f"#{index}",
                     field=id_field,
                     reason="invalid_record",
                 )
-            record_id = str(raw)
-            if not record_id.strip():
-                raise RecordError(
-                    f"record #{index}: field {id_field!r} is empty",
-                    record_id=f"#{index}",
-                    field=id_field,
-                    reason="invalid_record",
-                )
+            record_id = str(fields[id_field])
         else:
             record_id = stable_hash(fields)
         return cls(id=record_id, fields=fields, index=index)

@@ -30,7 +30,7 @@ from typing import Any
 
 from mstudy._fieldcheck import SeenIds, check_fields
 from mstudy.errors import ConfigError, RecordError
-from mstudy.records import Record, Rejection
+from mstudy.records import Record, Rejection, id_problem
 
 __all__ = ["JSONL_SUFFIXES", "PARQUET_SUFFIXES", "iter_source", "source_length"]
 
@@ -199,18 +199,6 @@ def _input_rejection(
     return Rejection(source_id=source_id, stage="input", reason=reason, detail=detail, field=field)
 
 
-def _id_problem(fields: Mapping[Any, Any], id_field: str) -> str | None:
-    """Why the row's id field cannot be its id (the rule of :meth:`Record.from_mapping`)."""
-    raw = fields.get(id_field)
-    if raw is None:
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        return f"field {id_field!r} must be a string or integer id, got {type(raw).__name__}"
-    if isinstance(raw, str) and not raw.strip():
-        return f"field {id_field!r} is empty"
-    return None
-
-
 class _Rows:
     """Turns one source's rows into records: checks their fields, derives ids, and refuses an
     id read from the id field that an earlier row of the same source had (``duplicate_id``;
@@ -239,10 +227,10 @@ class _Rows:
         if isinstance(row, Record):
             record = row
         else:
-            id_problem = _id_problem(fields, self.id_field)
-            if id_problem is not None:
+            bad_id = id_problem(fields, self.id_field)
+            if bad_id is not None:
                 return _input_rejection(
-                    source_id, "invalid_record", f"{source_id}: {id_problem}", self.id_field
+                    source_id, "invalid_record", f"{source_id}: {bad_id}", self.id_field
                 )
             record = Record.from_mapping(fields, index, self.id_field)
         if fields.get(self.id_field) is not None and not self.seen.add(record.id):
