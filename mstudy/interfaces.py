@@ -167,6 +167,18 @@ class Parametrised(Protocol):
 
 
 @runtime_checkable
+class SchemaConstrained(Protocol):
+    """A teacher that constrains decoding to a request's ``params.response_schema`` with its
+    engine's own mechanism (a server's JSON-schema ``response_format``, guided decoding, a
+    grammar), so that replies are valid JSON of that schema. ``constrains_schema`` is
+    ``False`` where this instance cannot (a server without the feature, say). Without it the
+    parse step still validates every reply against the schema."""
+
+    @property
+    def constrains_schema(self) -> bool: ...
+
+
+@runtime_checkable
 class Closable(Protocol):
     """Holds resources (a model, a connection pool, temporary files) that ``close`` frees."""
 
@@ -191,7 +203,7 @@ CORE: dict[str, type] = {
 """The protocol a plugin of each kind must satisfy."""
 
 CAPABILITIES: dict[str, tuple[type, ...]] = {
-    "teachers": (TokenCounter, Closable),
+    "teachers": (TokenCounter, SchemaConstrained, Closable),
     "strategies": (Fingerprinted, Memoizable, Parametrised),
     "filters": (Fingerprinted, Resettable, Stateful, BatchFilter, Closable),
     "sinks": (Preparable,),
@@ -240,6 +252,7 @@ __all__ = [
     "Parametrised",
     "Preparable",
     "Resettable",
+    "SchemaConstrained",
     "Sink",
     "Stateful",
     "Strategy",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -119,6 +120,10 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    response_schema: str | None = None
+    """A JSON Schema the reply must satisfy, as canonical JSON (a mapping is converted), or
+    ``None``. Teachers that declare :class:`~mstudy.interfaces.SchemaConstrained` constrain
+    decoding to it; the parse step validates against it either way."""
     _dict: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
     _canonical: bytes = field(init=False, repr=False, compare=False, hash=False)
     """The canonical JSON that request keys hash, computed once."""
@@ -145,15 +150,26 @@ class GenerationParams:
             object.__setattr__(self, "stop", (self.stop,))
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
-        as_dict = {
+        if isinstance(self.response_schema, Mapping):
+            object.__setattr__(self, "response_schema", canonical_json(dict(self.response_schema)))
+        elif self.response_schema is not None and not isinstance(self.response_schema, str):
+            raise bad("response_schema", "a JSON Schema (a mapping or its JSON text)")
+        as_dict: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
             "stop": list(self.stop),
         }
+        if self.response_schema is not None:
+            # Only when set, so that the keys of requests without a schema stay as they were.
+            as_dict["response_schema"] = self.response_schema
         object.__setattr__(self, "_dict", as_dict)
         object.__setattr__(self, "_canonical", canonical_json(as_dict).encode("utf-8"))
+
+    def schema(self) -> dict[str, Any] | None:
+        """The response schema as a new dict, or ``None``."""
+        return None if self.response_schema is None else json.loads(self.response_schema)
 
     def to_dict(self) -> dict[str, Any]:
         """The params as a new plain dict (the form provenance and JSON rows carry)."""
@@ -164,7 +180,7 @@ class GenerationParams:
         """Build from a mapping; unknown keys raise a ValueError naming them."""
         if not data:
             return cls()
-        known = {"max_new_tokens", "temperature", "top_p", "seed", "stop"}
+        known = {"max_new_tokens", "temperature", "top_p", "seed", "stop", "response_schema"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(

@@ -178,3 +178,16 @@ def test_stable_hash_handles_odd_values() -> None:
     assert stable_hash({"b": float("nan"), "a": b"\x00"}) == stable_hash(
         {"a": b"\x00", "b": float("nan")}
     )
+
+
+def test_response_schema_is_canonical_and_only_keys_requests_that_have_one() -> None:
+    from mstudy.records import GenerationParams
+
+    plain = GenerationParams()
+    with_schema = GenerationParams(response_schema={"type": "object", "required": ["a"]})
+    same = GenerationParams(response_schema='{"required":["a"],"type":"object"}')
+    assert "response_schema" not in plain.to_dict()
+    assert with_schema.response_schema == same.response_schema
+    assert with_schema.schema() == {"type": "object", "required": ["a"]}
+    assert with_schema._canonical != plain._canonical
+    assert GenerationParams.from_mapping(with_schema.to_dict()) == with_schema
