@@ -167,10 +167,7 @@ class Chain:
                 cache=self.cache,
             )
             self.last_report = chain.run(source, limit=limit)
-            if out.exists():
-                with open(out, encoding="utf-8") as handle:
-                    for line in handle:
-                        yield json.loads(line)
+            yield from _rows(out)
 
 
 class _ChainRun:
@@ -333,7 +330,7 @@ class _Tee:
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as handle:
+    with open(path, "rb") as handle:  # lines end at b"\n" only (U+2028 and NEL are text)
         for line in handle:
             yield json.loads(line)
 
