@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mstudy._version import __version__
 from mstudy.budget import Budget, Estimate
+from mstudy.chain import Chain
 from mstudy.errors import (
     AmbiguousPluginError,
     CapabilityError,
@@ -47,6 +48,7 @@ from mstudy.records import (
     Request,
 )
 from mstudy.report import Report
+from mstudy.rounds import Rounds
 from mstudy.strategies import (
     ChainOfThought,
     Explain,
@@ -90,6 +92,7 @@ __all__ = [
     "BatchTeacher",
     "Budget",
     "CapabilityError",
+    "Chain",
     "ChainOfThought",
     "Completion",
     "ConfigError",
@@ -120,6 +123,7 @@ __all__ = [
     "Report",
     "Request",
     "Reverse",
+    "Rounds",
     "RowFilter",
     "SaveToDiskSink",
     "ScriptedTeacher",

@@ -27,7 +27,7 @@ from mstudy._version import __version__
 from mstudy.errors import ConfigError, MstudyError, PluginError
 
 if TYPE_CHECKING:
-    from mstudy.config import HubSettings
+    from mstudy.config import HubSettings, StudyConfig
     from mstudy.report import Report
     from mstudy.study import Study
 
@@ -100,6 +100,8 @@ def _run(args: argparse.Namespace) -> int:
             check_repo_id(args.push_to_hub)
         except ConfigError as exc:
             raise ConfigError(f"--push-to-hub: {exc}") from None
+    if config.is_chain:
+        return _run_chain(args, config)
     publish = config.hub_settings(repo_id=args.push_to_hub, folder=args.save_for_hub)
     config.check_components()  # names, parameters and their types: nothing is built yet
     config.check_source()  # before anything (journal, outputs) is created on disk
@@ -140,6 +142,43 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return EXIT_OK
+
+
+def _run_chain(args: argparse.Namespace, config: StudyConfig) -> int:
+    """``mstudy run`` of a config with ``[[stages]]``: the chain, its report per stage."""
+    for flag, value in (
+        ("--dry-run", args.dry_run),
+        ("--push-to-hub", args.push_to_hub),
+        ("--save-for-hub", args.save_for_hub),
+    ):
+        if value:
+            raise ConfigError(
+                f"{flag} is for a single study; a chain's later stages study the replies of "
+                "the earlier ones",
+                path=str(config.path),
+            )
+    config.check_components()
+    config.check_source()
+    chain, source = config.build_chain(
+        progress=False if args.quiet else None,
+        ray=args.ray is not None,
+        ray_address=args.ray or None,
+    )
+    limit = args.limit if args.limit is not None else config.limit
+    if chain.journal is not None and chain.journal.exists() and not args.restart:
+        print(f"resuming the interrupted chain journaled in {chain.journal}", file=sys.stderr)
+    report = chain.run(source, limit=limit, restart=args.restart)
+    _write_report(args, report)
+    return EXIT_OK
+
+
+def _write_report(args: argparse.Namespace, report: Report) -> None:
+    if args.json_report is not None:
+        args.json_report.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str)
+        args.json_report.write_text(text + "\n", encoding="utf-8")
+    if not args.quiet:
+        print(report)
 
 
 def _publish(settings: HubSettings, study: Study, report: Report) -> None:
