@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -201,10 +202,22 @@ class RayTeacher:
         self._start()
         return bool(self._described[0]["constrains_schema"])
 
-    def actor_pids(self) -> list[int]:
-        """The process id of each actor now (after restarts, the new ones)."""
+    def actor_pids(self, timeout: float = 60.0) -> list[int]:
+        """The process id of each actor now (after restarts, the new ones); waits up to
+        ``timeout`` seconds for an actor that is restarting."""
         ray = self._ray()
-        return [int(d["pid"]) for d in ray.get([a.describe.remote() for a in self._start()])]
+        from ray.exceptions import ActorUnavailableError
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = ray.get([a.describe.remote() for a in self._start()])
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            return [int(d["pid"]) for d in found]
 
     def close(self) -> None:
         """Stop the actors (the cluster stays)."""
@@ -232,8 +245,10 @@ class RayTeacher:
         source = iter(requests)
         exhausted = False
 
-        def submit(batch: list[Request], attempt: int) -> None:
-            index = min(range(len(actors)), key=load.__getitem__)
+        def submit(batch: list[Request], attempt: int, avoid: int | None = None) -> None:
+            """To the least-loaded actor; a dead actor's batch to another one, if any."""
+            choices = [i for i in range(len(actors)) if i != avoid] or list(range(len(actors)))
+            index = min(choices, key=load.__getitem__)
             pending[actors[index].generate.remote(batch)] = (index, batch, attempt)
             load[index] += 1
             self.stats["batches"] += 1
@@ -258,7 +273,7 @@ class RayTeacher:
                     if attempt < self.max_resubmits:
                         logger.warning("ray teacher: an actor died; its batch goes to the pool")
                         self.stats["resubmitted"] += 1
-                        submit(batch, attempt + 1)
+                        submit(batch, attempt + 1, avoid=index)
                         continue
                     reason = f"ray actor died {attempt + 1} times: {type(exc).__name__}"
                     fingerprint = self.fingerprint
