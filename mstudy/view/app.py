@@ -79,6 +79,7 @@ def build_app(target: StudyOutputs | ProbeFolder, *, refresh_s: float = 2.0) -> 
             "refresh_ms": int(refresh_s * 1000),
             "path": request.url.path,
             "live": isinstance(target, StudyOutputs) and target.live,
+            "live_status": _live_status(target),
             "probe": isinstance(target, ProbeFolder),
             **context,
         }
@@ -149,6 +150,7 @@ def build_app(target: StudyOutputs | ProbeFolder, *, refresh_s: float = 2.0) -> 
             refresh_ms=0,
             path=request.url.path,
             live=False,
+            live_status="",
             probe=isinstance(target, ProbeFolder),
             code=status,
             message=message,
@@ -165,6 +167,15 @@ def build_app(target: StudyOutputs | ProbeFolder, *, refresh_s: float = 2.0) -> 
         ],
         exception_handlers={Exception: error, HTTPException: error},
     )
+
+
+def _live_status(target: StudyOutputs | ProbeFolder) -> str:
+    """The journaled run's status (``running``, or ``stopped`` with why), or ""."""
+    if not isinstance(target, StudyOutputs) or not target.live or target.journal is None:
+        return ""
+    report = target.journal.report() or {}
+    status = str(report.get("status", "running"))
+    return f"{status}: {report['note']}" if report.get("note") else status
 
 
 def _study(target: StudyOutputs | ProbeFolder) -> StudyOutputs:

@@ -184,19 +184,19 @@ class Rows:
         A vocabulary maps both a value and its label (``str``; ``""`` for None) to one code,
         so that the indexing loop can look plain values up directly.
         """
-        out = []
-        for key in CODED:
-            value = row.get(key)
-            label = _label(value)
-            vocab = self._vocab[key]
-            code = vocab.get(label)
-            if code is None:
-                code = vocab[label] = len(self._labels[key])
-                self._labels[key].append(label)
-            if value is None or type(value) is str or type(value) is int:
-                vocab.setdefault(value, code)
-            out.append(code)
+        out = [self._code(key, row.get(key)) for key in CODED]
         return out[0], out[1], out[2]
+
+    def _code(self, key: str, value: Any) -> int:
+        label = _label(value)
+        vocab = self._vocab[key]
+        code = vocab.get(label)
+        if code is None:
+            code = vocab[label] = len(self._labels[key])
+            self._labels[key].append(label)
+        if value is None or type(value) is str or type(value) is int:
+            vocab.setdefault(value, code)
+        return code
 
     def values(self, key: str) -> dict[str, int]:
         """The values of a coded column (as text; ``""`` for none) with their row counts."""
@@ -495,14 +495,9 @@ class ParquetRows(Rows):
             return
         for key in CODED:
             values = table.column(key).to_pylist() if key in names else [None] * table.num_rows
-            vocab = self._vocab[key]
             codes = self._codes[key]
             for value in values:
-                label = _label(value)
-                code = vocab.get(label)
-                if code is None:
-                    code = vocab[label] = len(vocab)
-                codes.append(code)
+                codes.append(self._code(key, value))
         self._file = parquet
         self._bounds = [0]
         for i in range(parquet.num_row_groups):
