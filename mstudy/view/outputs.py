@@ -214,13 +214,17 @@ class StudyOutputs:
         return None
 
     def counted(self) -> dict[str, Any]:
-        """Figures counted from the rows themselves (shown when there is no report)."""
+        """Figures counted from the rows themselves (shown when there is no report).
+
+        Every sink of a study gets every accepted row, so they are counted in one file (the
+        first accepted one, and the first rejects one), not summed over the sinks.
+        """
         accepted: Counter[str] = Counter()
-        for rows in self.accepted():
+        for rows in self.accepted()[:1]:
             for (strategy,), n in rows.counts("strategy").items():
                 accepted[strategy] += n
         rejected: Counter[tuple[str, str, str]] = Counter()
-        for rows in self.rejects():
+        for rows in self.rejects()[:1]:
             for key, n in rows.counts("strategy", "stage", "reason").items():
                 rejected[(key[0], key[1], key[2])] += n
         return {"accepted": accepted, "rejected": rejected}
