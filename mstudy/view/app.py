@@ -84,7 +84,7 @@ def build_app(target: StudyOutputs | ProbeFolder, *, refresh_s: float = 2.0) -> 
             **context,
         }
 
-    async def version(request: Request) -> Response:
+    def version(request: Request) -> Response:
         with lock:
             if isinstance(target, StudyOutputs):
                 target.refresh()
