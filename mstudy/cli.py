@@ -5,6 +5,7 @@
     mstudy run study.toml [--limit N] [--quiet] [--json-report FILE]
                           [--push-to-hub REPO] [--save-for-hub DIR]
     mstudy plugins [--json] [--check] [--kind K] [--verbose]
+    mstudy view PATH [--port N] [--open] [--source FILE] [--refresh SECONDS]
     mstudy --version
 
 Exit codes: 0 success, 1 a failure while running (or ``plugins --check`` found a broken
@@ -355,6 +356,74 @@ def _cache_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- mstudy view -----------------------------------------------------------------------------
+
+
+def _add_view(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "view",
+        help="show a study's output or a probe's folder as a local web page",
+        description="Serve a read-only web page of a study's output (an output folder, a "
+        ".jsonl or .parquet file, or a study config) or of a probe's folder, on 127.0.0.1. "
+        "While a run is going the page shows what it has committed and refreshes.",
+    )
+    parser.add_argument(
+        "path", type=Path, help="output folder, .jsonl/.parquet file, study config or probe folder"
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        metavar="N",
+        help="port on 127.0.0.1 (default: 0, a free one; the URL is printed)",
+    )
+    parser.add_argument("--open", action="store_true", help="open the page in a web browser")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        metavar="FILE",
+        help="the study's source (JSONL/Parquet), to show each row's source record "
+        "(a study config names it already)",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the page checks for new rows (default: 2; 0: never)",
+    )
+    parser.set_defaults(func=_view)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
+def _view(args: argparse.Namespace) -> int:
+    from mstudy.view.outputs import find
+
+    if args.refresh < 0:
+        raise ConfigError(f"--refresh must be >= 0, got {args.refresh}", parameter="refresh")
+    target = find(args.path, source=args.source)
+    try:
+        from mstudy.view.serve import serve
+    except ImportError as exc:  # pragma: no cover - the view extra is not installed
+        _error(exc)
+        return EXIT_FAILURE
+    try:
+        serve(target, port=args.port, open_browser=args.open, refresh_s=args.refresh)
+    except ImportError as exc:  # starlette or uvicorn missing: say how to install them
+        _error(exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def _add_probe(subparsers: _Subparsers) -> None:
     from mstudy.probes.cli import register
 
@@ -366,6 +435,7 @@ COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     _add_probe,
     _add_plugins,
     _add_cache,
+    _add_view,
 )
 """Each adds one subcommand."""
 
