@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
-from mstudy._hashing import canonical_json
 from mstudy.errors import ConfigError
 
 __all__ = ["JsonSchemaModel", "ReplyCheck", "check_reply", "schema_text"]
@@ -35,7 +34,8 @@ class JsonSchemaModel(Protocol):
 
 
 def schema_text(schema: object, *, owner: str, parameter: str = "response_schema") -> str:
-    """``schema`` as canonical JSON text, after checking that it is valid JSON Schema.
+    """``schema`` as compact JSON text (keys in their given order), after checking that it is
+    valid JSON Schema.
 
     ``owner`` names the component in the error (``"strategy 'facts'"``); ``parameter`` the
     setting. Raises :class:`ConfigError` for anything that is not a valid schema.
@@ -64,7 +64,9 @@ def schema_text(schema: object, *, owner: str, parameter: str = "response_schema
     if not isinstance(data, Mapping):
         raise bad(f"must be a JSON object, got {type(data).__name__}")
     try:
-        text = canonical_json(json.loads(json.dumps(dict(data), allow_nan=False)))
+        # compact, but in the schema's own key order: engines generate properties in the
+        # order they are declared, which matters to a small model (subject before object)
+        text = json.dumps(dict(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise bad(f"is not plain JSON data: {exc}") from exc
     problem = _schema_problem(text)
