@@ -106,12 +106,27 @@ def test_a_prefill_inside_the_schema_is_continued_under_the_grammar(
     assert verdict.value["city"] == "Rome"
 
 
+def test_without_xgrammar_a_schema_request_is_a_clear_error(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mstudy.errors import TeacherError
+
+    teacher = TransformersTeacher(model_dir, device="cpu")
+    plain_fingerprint = teacher.fingerprint
+    monkeypatch.setitem(sys.modules, "xgrammar", None)  # as if not installed
+    assert not teacher.constrains_schema
+    assert teacher.fingerprint == plain_fingerprint  # plain requests keep their cache
+    with pytest.raises(TeacherError, match=r"mstudy\[structured\]"):
+        list(teacher.generate([ask(0)]))
+    (plain,) = teacher.generate([ask(1, schema=None, temperature=0.0)])
+    assert plain.ok
+    teacher.close()
+
+
 def test_without_structured_output_the_teacher_says_so(model_dir: Path) -> None:
     free = TransformersTeacher(model_dir, device="cpu", structured_output=False)
     assert not free.constrains_schema
-    constrained = TransformersTeacher(model_dir, device="cpu")
-    if constrained.constrains_schema:
-        assert free.fingerprint != constrained.fingerprint
+    assert free.fingerprint != TransformersTeacher(model_dir, device="cpu").fingerprint
     requests = [ask(i) for i in range(2)]
     with free:
         texts = [c.text for c in free.generate(requests)]

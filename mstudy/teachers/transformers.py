@@ -31,7 +31,9 @@ xgrammar (the ``structured`` extra): a per-row logits processor masks every toke
 schema does not allow at that point, so the reply is valid JSON of the schema (unless it hits
 ``max_new_tokens`` first). Rows without a schema in the same batch are left alone. Grammars
 are compiled once per schema; a schema xgrammar cannot compile is decoded without constraint
-(with a warning), and the parse step validates every reply either way.
+(with a warning), and the parse step validates every reply either way. Without xgrammar, a
+schema request is a ``TeacherError`` naming the install command, unless
+``structured_output=False`` says to decode freely.
 """
 
 from __future__ import annotations
@@ -378,7 +380,6 @@ class TransformersTeacher:
         self._grammars: dict[str, Any] = {}
         self._grammar_compiler: Any = None
         self._banned: Any = None
-        self._warned_schema = False
         self._device: str | None = None
         self._fingerprint: str | None = None
         self._pad_id = 0
@@ -455,7 +456,7 @@ class TransformersTeacher:
                     "prompt": prompt_format,
                     "decoding": DECODING,
                     # only when off, so that fingerprints made before it existed still hold
-                    **({} if self.constrains_schema else {"schema": "unconstrained"}),
+                    **({} if self.structured_output else {"schema": "unconstrained"}),
                 },
             )
         return self._fingerprint
@@ -670,6 +671,16 @@ class TransformersTeacher:
                 self.fingerprint,
                 len(ids),
             )
+        if (
+            request.params.response_schema is not None
+            and self.structured_output
+            and not self.constrains_schema
+        ):
+            raise TeacherError(
+                "a request has a response schema, and constraining decoding to it needs "
+                "xgrammar: pip install 'mstudy[structured]' (or pass structured_output=False "
+                "to decode freely; replies are validated either way)"
+            )
         stops = tuple(request.params.stop)
         if self.raw_prompt:
             stops += RAW_PROMPT_STOPS
@@ -805,13 +816,7 @@ class TransformersTeacher:
         schemas = [item.request.params.response_schema for item in batch]
         if all(schema is None for schema in schemas):
             return [None] * len(batch)
-        if not self.constrains_schema:
-            if self.structured_output and not self._warned_schema:
-                self._warned_schema = True
-                log.warning(
-                    "requests have a response schema but xgrammar is not installed: they are "
-                    "decoded without constraint; pip install 'mstudy[structured]'"
-                )
+        if not self.structured_output:
             return [None] * len(batch)
         import xgrammar
 
