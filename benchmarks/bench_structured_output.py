@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,13 +76,18 @@ def measure(teacher: Teacher, requests: list[Request]) -> dict[str, Any]:
     elapsed = time.perf_counter() - start
     schema = requests[0].params.response_schema or ""
     parsed = valid = tokens = 0
+    problems: Counter[str] = Counter()
     for completion in completions:
         tokens += completion.completion_tokens
         verdict = check_reply(schema, completion.text)
         valid += verdict.ok
         parsed += verdict.ok or not (verdict.problem or "").startswith("not JSON")
+        if verdict.problem:
+            # the kind of problem, without the reply's own values
+            problems[re.sub(r"'[^']*'|\d+", "_", verdict.problem)[:60]] += 1
     n = len(requests)
     return {
+        "top_problem": problems.most_common(1)[0][0] if problems else "",
         "parse": parsed / n,
         "valid": valid / n,
         "tok_s": tokens / elapsed,
@@ -156,15 +163,15 @@ def main() -> None:
     print(f"\n{args.records} records, max_new_tokens=48, temperature=0.7\n")
     print(
         "| teacher | decoding | parse as JSON | valid for the schema | output tok/s "
-        "| replies/s | replies/s vs free |"
+        "| replies/s | replies/s vs free | most common problem |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     free = {teacher: m for teacher, mode, m in rows if mode == "free"}
     for teacher, mode, m in rows:
         ratio = free[teacher]["seconds"] / m["seconds"] if teacher in free else float("nan")
         print(
             f"| {teacher} | {mode} | {m['parse']:.0%} | {m['valid']:.0%} | {m['tok_s']:.0f} | "
-            f"{m['replies_s']:.2f} | {ratio:.2f}x |"
+            f"{m['replies_s']:.2f} | {ratio:.2f}x | {m['top_problem'] or '-'} |"
         )
 
 
