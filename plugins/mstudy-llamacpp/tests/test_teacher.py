@@ -413,7 +413,8 @@ def test_facts_study_on_llama_cpp_keeps_only_checked_facts(
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     rejected = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert report.accepted == len(rows) and report.rejected == len(rejected)
-    assert all(r["reason"] != "schema" for r in rejected), rejected  # the grammar held
+    # the grammar holds: a schema rejection can only be a reply that ran out of tokens
+    assert all("cut off" in r["detail"] for r in rejected if r["reason"] == "schema"), rejected
     for row in rows:
         source = next(r["text"] for r in records if r["id"] == row["source_id"]).casefold()
         assert row["subject"].casefold() in source and row["object"].casefold() in source
