@@ -121,7 +121,8 @@ class GenerationParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     response_schema: str | None = None
-    """A JSON Schema the reply must satisfy, as canonical JSON (a mapping is converted), or
+    """A JSON Schema the reply must satisfy, as compact JSON in its own key order (a mapping is
+    converted), or
     ``None``. Teachers that declare :class:`~mstudy.interfaces.SchemaConstrained` constrain
     decoding to it; the parse step validates against it either way."""
     _dict: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
@@ -151,7 +152,12 @@ class GenerationParams:
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
         if isinstance(self.response_schema, Mapping):
-            object.__setattr__(self, "response_schema", canonical_json(dict(self.response_schema)))
+            # Compact JSON in the schema's own key order: grammars generate properties in
+            # declared order, so two orders are two different constraints.
+            text = json.dumps(
+                self.response_schema, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            )
+            object.__setattr__(self, "response_schema", text)
         elif self.response_schema is not None and not isinstance(self.response_schema, str):
             raise bad("response_schema", "a JSON Schema (a mapping or its JSON text)")
         as_dict: dict[str, Any] = {

@@ -180,12 +180,14 @@ def test_stable_hash_handles_odd_values() -> None:
     )
 
 
-def test_response_schema_is_canonical_and_only_keys_requests_that_have_one() -> None:
+def test_response_schema_keeps_its_order_and_only_keys_requests_that_have_one() -> None:
     from mstudy.records import GenerationParams
 
     plain = GenerationParams()
     with_schema = GenerationParams(response_schema={"type": "object", "required": ["a"]})
-    same = GenerationParams(response_schema='{"required":["a"],"type":"object"}')
+    same = GenerationParams(response_schema='{"type":"object","required":["a"]}')
+    reordered = GenerationParams(response_schema={"required": ["a"], "type": "object"})
+    assert reordered.response_schema != with_schema.response_schema  # grammars follow order
     assert "response_schema" not in plain.to_dict()
     assert with_schema.response_schema == same.response_schema
     assert with_schema.schema() == {"type": "object", "required": ["a"]}
