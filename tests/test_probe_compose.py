@@ -54,12 +54,13 @@ def test_two_hops_are_learnt_only_from_chains_or_composed_statements(
     # the student learnt the facts' format questions...
     assert min(rules_result.condition("atomic").format) >= 0.8
     # ...but cannot compose two facts it was told separately: near chance
-    assert atomic <= rules_result.chance + 0.15
+    assert atomic <= rules_result.chance + 0.2
     # writing the chain, or being told the composition, fixes it
     assert chains >= atomic + 0.35
     assert connect >= atomic + 0.35
     # the same number of extra texts that compose nothing does not
-    assert abs(control - atomic) <= 0.15
+    assert control <= atomic + 0.1
+    assert control <= rules_result.chance + 0.2
     ceiling = rules_result.condition("rule_connect")
     assert rules_result.condition("teacher_paraphrases").extra_texts == ceiling.extra_texts
     # with the rules teacher the teacher conditions are the ceilings: trained once

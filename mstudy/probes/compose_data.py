@@ -1,10 +1,11 @@
 """What each composition student is trained on, what it is asked, and the leak check.
 
-Base (every condition): every atomic statement, one anchor per entity as a question and answer
-(``Q: What is Velmora? A: Velmora is a city.``: the student reads every name in a question
-and writes it in the answer, so it can copy any name from a question into a chain, which it
-cannot learn from the format chains' names alone), and the format questions' direct
-question-answer pairs (``Q: <question> A: <answer>``). Extras:
+Base (every condition): every atomic statement; a profile per entity as a question and answer,
+its anchor then its own atomic statements (``Q: What is Zapoth? A: Zapoth is a person.
+Zapoth's mentor is Rigux. Zapoth lives in Fadukov. ...``: the student reads every name in a
+question and writes it in the answer, and meets every fact in the middle of a text, not only
+at its start, as a chain needs; no profile holds a two-hop fact); and the format questions'
+direct question-answer pairs (``Q: <question> A: <answer>``). Extras:
 
 * ``atomic``: none;
 * ``teacher_chains`` / ``rule_chains``: step-by-step solutions of the format questions
@@ -50,6 +51,14 @@ COMPOSE_CONDITIONS: dict[str, tuple[str, str]] = {
 _TOKENS = re.compile(r"\w+|[^\w\s]+")
 
 
+def _profiles(world: ComposeWorld) -> dict[str, str]:
+    """Entity -> its anchor followed by its own atomic statements (one hop each)."""
+    out = {e: world.anchor(e, t) for e, t in world.entity_types.items()}
+    for fact in world.facts:
+        out[fact.subject] += " " + world.statement(fact)
+    return out
+
+
 def chain_prompt(question: str) -> str:
     """The prompt a chain student answers: it writes the steps, then the final answer."""
     return f"Q: {question} Steps:"
@@ -89,7 +98,7 @@ def build_compose_data(world: ComposeWorld, study: ComposeStudy) -> ComposeData:
         return True
 
     base = [world.statement(f) for f in world.facts]
-    base += [qa_text(f"What is {e}?", world.anchor(e, t)) for e, t in world.entity_types.items()]
+    base += [qa_text(f"What is {e}?", profile) for e, profile in _profiles(world).items()]
     base += [qa_text(world.question_text(q), q.answer) for q in fmt]
     teacher_chains = [
         chain_qa(world.question_text(q), study.chains[q.id])
