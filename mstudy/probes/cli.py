@@ -1,4 +1,4 @@
-"""``mstudy probe reversal``: argument handling for the reversal probe.
+"""``mstudy probe reversal`` and ``mstudy probe compose``: argument handling for the probes.
 
 Wire it into the main parser with ``register(subparsers)``; the handler is :func:`run`.
 """
@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_OUT", "register", "run"]
+__all__ = ["COMPOSE_OUT", "DEFAULT_OUT", "register", "run", "run_compose"]
 
 DEFAULT_OUT = Path("out/probe-reversal")
+COMPOSE_OUT = Path("out/probe-compose")
 
 
 def _positive(text: str) -> int:
@@ -27,12 +28,13 @@ def _positive(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``probe`` (with its ``reversal`` subcommand) to an argparse subparsers object."""
+    """Add ``probe`` (with its ``reversal`` and ``compose`` subcommands) to an argparse
+    subparsers object."""
     from mstudy.probes.defaults import DEFAULTS
 
     probe = subparsers.add_parser(
         "probe",
-        help="measure what studying does for a student (reversal curse probe)",
+        help="measure what studying does for a student (reversal, composition)",
         description="Probes that train a tiny student on studied data and measure it.",
     )
     kinds = probe.add_subparsers(dest="probe", metavar="PROBE")
@@ -107,6 +109,104 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
+    _register_compose(kinds)
+
+
+def _register_compose(kinds: Any) -> None:
+    from mstudy.probes.compose import COMPOSE_DEFAULTS as D
+
+    parser = kinds.add_parser(
+        "compose",
+        help="do a teacher's chains of thought or connected statements teach two-hop answers?",
+        description=(
+            "Build a world of atomic facts about people and two-hop questions about them, "
+            "study it with the cot and connect strategies on a teacher, train a tiny student "
+            "from scratch on each version of the data, and print how well it answers the "
+            "held-out two-hop questions."
+        ),
+    )
+    parser.add_argument(
+        "--teacher",
+        default=D["teacher"],
+        help="teacher plugin name, or 'rules' for the teacher-free ceilings "
+        f"(default: {D['teacher']}, the embedded SmolLM2)",
+    )
+    parser.add_argument(
+        "--people",
+        type=_positive,
+        default=D["people"],
+        metavar="N",
+        help=f"people in the generated world, 2 questions each (default: {D['people']})",
+    )
+    parser.add_argument(
+        "--world-dir",
+        type=Path,
+        metavar="DIR",
+        help="load the world from DIR/facts.jsonl and DIR/relations.toml (or .json)",
+    )
+    parser.add_argument(
+        "--world-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the world and of its held-out split (default: 0)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_positive,
+        default=D["seeds"],
+        metavar="N",
+        help=f"student seeds per condition (default: {D['seeds']})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive,
+        default=D["epochs"],
+        metavar="N",
+        help=f"student training epochs (default: {D['epochs']})",
+    )
+    parser.add_argument(
+        "--samples",
+        type=_positive,
+        default=D["samples"],
+        metavar="N",
+        help="teacher rounds; a round only re-asks what has no accepted text yet "
+        f"(default: {D['samples']})",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=COMPOSE_OUT,
+        metavar="DIR",
+        help=f"where report.json, table.md and chart.png go (default: {COMPOSE_OUT})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the JSON report, not the table")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run_compose)
+
+
+def run_compose(args: argparse.Namespace) -> int:
+    """Run the composition probe with parsed arguments; print the table (or JSON); return 0."""
+    from mstudy.probes.compose import run_compose_probe, write_compose_outputs
+
+    result = run_compose_probe(
+        teacher=args.teacher,
+        people=args.people,
+        world_dir=args.world_dir,
+        world_seed=args.world_seed,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        samples=args.samples,
+        progress=not args.quiet,
+    )
+    paths = write_compose_outputs(result, args.out)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.table())
+    if not args.quiet:
+        print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m mstudy.probes.cli reversal ...``) for use before wiring."""
+    """Stand-alone entry (``python -m mstudy.probes.cli reversal|compose ...``)."""
     parser = argparse.ArgumentParser(prog="mstudy")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)

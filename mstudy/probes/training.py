@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from mstudy.probes.student import StudentConfig, WordTokenizer, answer_questions
 from mstudy.probes.student_data import StudentData
 from mstudy.text import normalize
 
-__all__ = ["default_workers", "start_method", "train_conditions"]
+__all__ = ["default_workers", "start_method", "train_conditions", "train_students"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class _Job:
     prompts: list[str]
     config: StudentConfig
     max_len: int
+    max_new_tokens: int = 8
 
 
 def _run_job(job: _Job, queue: Any = None) -> tuple[list[str], float, float]:
@@ -49,7 +51,9 @@ def _run_job(job: _Job, queue: Any = None) -> tuple[list[str], float, float]:
         job.texts, tokenizer, job.config, seed=job.seed, max_len=job.max_len, on_epoch=on_epoch
     )
     trained = time.perf_counter() - start
-    answers = answer_questions(model, tokenizer, job.prompts, threads=job.config.threads)
+    answers = answer_questions(
+        model, tokenizer, job.prompts, max_new_tokens=job.max_new_tokens, threads=job.config.threads
+    )
     return answers, trained, time.process_time() - cpu
 
 
@@ -67,32 +71,45 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def train_conditions(
-    data: StudentData,
+def train_students(
+    texts: Mapping[str, Sequence[str]],
+    prompts: Mapping[str, Sequence[str]],
     config: StudentConfig,
     *,
     seeds: int,
     workers: int | None = None,
     progress: bool = False,
     times: Times | None = None,
-) -> list[ConditionResult]:
-    """Train ``seeds`` fresh students per condition and score each on the held-out questions.
+    max_new_tokens: int = 8,
+) -> dict[tuple[str, int], tuple[list[str], float, float]]:
+    """Train ``seeds`` fresh students per condition on ``texts[condition]`` and return each
+    one's greedy answers to ``prompts[condition]``: ``(condition, seed) -> (answers, training
+    seconds, CPU seconds)``.
 
-    ``workers`` students train at once in worker processes (default :func:`default_workers`;
-    forked, or spawned after this process used CUDA, see :func:`start_method`);
-    every student is single-threaded and seeded, so its result does not depend on that.
+    One word vocabulary covers every condition's texts and prompts. ``workers`` students train
+    at once in worker processes (default :func:`default_workers`; forked, or spawned after
+    this process used CUDA, see :func:`start_method`); every student is single-threaded and
+    seeded, so its result does not depend on that.
     """
     times = times if times is not None else {}
     workers = default_workers() if workers is None else max(1, workers)
-    everything = [*data.base, *(t for g in data.extra.values() for t in g)]
-    vocab_texts = [*everything, *data.prompts, *data.seen_prompts]
+    vocab_texts = [t for group in texts.values() for t in group]
+    vocab_texts += [p for group in prompts.values() for p in group]
     tokenizer = WordTokenizer(vocab_texts)
-    longest = max(len(tokenizer.encode(t)) for t in [*everything, *data.prompts])
-    max_len = longest + 2 + 8
-    prompts = [*data.prompts, *data.seen_prompts]
+    longest = max(len(tokenizer.encode(t)) for t in vocab_texts)
+    max_len = longest + 2 + max_new_tokens
     jobs = [
-        _Job(name, seed, [*data.base, *extra], vocab_texts, prompts, config, max_len)
-        for name, extra in data.extra.items()
+        _Job(
+            name,
+            seed,
+            list(texts[name]),
+            vocab_texts,
+            list(prompts[name]),
+            config,
+            max_len,
+            max_new_tokens,
+        )
+        for name in texts
         for seed in range(seeds)
     ]
     bar = progress_bar(progress, len(jobs) * config.epochs)
@@ -114,6 +131,30 @@ def train_conditions(
     if workers > 1 and len(jobs) > 1:  # the children's CPU time, not this process's
         times["students (train + score)"]["cpu"] = sum(o[2] for o in outputs.values())
         times["students (train + score)"]["wall"] = wall
+    return outputs
+
+
+def train_conditions(
+    data: StudentData,
+    config: StudentConfig,
+    *,
+    seeds: int,
+    workers: int | None = None,
+    progress: bool = False,
+    times: Times | None = None,
+) -> list[ConditionResult]:
+    """Train ``seeds`` fresh students per condition and score each on the held-out questions
+    (see :func:`train_students`)."""
+    prompts = [*data.prompts, *data.seen_prompts]
+    outputs = train_students(
+        {name: [*data.base, *extra] for name, extra in data.extra.items()},
+        {name: prompts for name in data.extra},
+        config,
+        seeds=seeds,
+        workers=workers,
+        progress=progress,
+        times=times,
+    )
     gold = [*data.gold, *data.seen_gold]
     n, m = len(data.prompts) // 2, len(data.seen_prompts) // 2
     results: list[ConditionResult] = []

@@ -1,0 +1,83 @@
+"""Wall time of ``mstudy probe compose`` at its default size, stage by stage.
+
+The composition probe should finish in under 5 minutes on 2 free CPU cores with the embedded
+SmolLM2 teacher. This script runs what the command runs (same defaults unless overridden),
+writes the outputs and prints the table, the time of each stage (wall and CPU) and the load
+average before and after: on a shared machine other processes slow every stage.
+
+    python benchmarks/bench_probe_compose.py [--teacher default] [--people N] [--seeds N]
+        [--epochs N] [--samples N] [--out DIR] [--budget 300]
+
+Exit status 0 when the total wall time is within ``--budget`` seconds, 1 otherwise. This is a
+measurement, not a test: CI does not time it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from mstudy.probes.compose import COMPOSE_DEFAULTS, run_compose_probe, write_compose_outputs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--teacher", default=COMPOSE_DEFAULTS["teacher"])
+    parser.add_argument("--people", type=int, default=COMPOSE_DEFAULTS["people"])
+    parser.add_argument("--seeds", type=int, default=COMPOSE_DEFAULTS["seeds"])
+    parser.add_argument("--epochs", type=int, default=COMPOSE_DEFAULTS["epochs"])
+    parser.add_argument("--samples", type=int, default=COMPOSE_DEFAULTS["samples"])
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("out/bench-probe-compose"))
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds (default 300)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    start, cpu = time.perf_counter(), time.process_time()
+    result = run_compose_probe(
+        teacher=args.teacher,
+        people=args.people,
+        world_seed=args.world_seed,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        samples=args.samples,
+        progress=not args.quiet,
+    )
+    total, total_cpu = time.perf_counter() - start, time.process_time() - cpu
+    load_after = os.getloadavg()
+    write_compose_outputs(result, args.out)
+
+    print(result.table())
+    print()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print(f"{'stage':<26}{'wall s':>9}{'cpu s':>9}")
+    for stage, t in result.times.items():
+        print(f"{stage:<26}{t['wall']:>9.1f}{t['cpu']:>9.1f}")
+    print(f"{'total (this process)':<26}{total:>9.1f}{total_cpu:>9.1f}")
+    verdict = "within" if total <= args.budget else "OVER"
+    print(f"{verdict} the {args.budget:.0f} s budget")
+    (args.out / "bench.json").write_text(
+        json.dumps(
+            {
+                "total_wall_s": round(total, 1),
+                "total_cpu_s": round(total_cpu, 1),
+                "load_before": load_before,
+                "load_after": load_after,
+                "budget_s": args.budget,
+                "stages": result.times,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0 if total <= args.budget else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
