@@ -548,20 +548,23 @@ class VLLMTeacher:
         def watch() -> None:
             deadline = None if self.startup_timeout is None else started + self.startup_timeout
             while not done.wait(0.5):
-                report(new_processes())
+                procs = new_processes()
+                report(procs)
                 if deadline is not None and time.monotonic() > deadline:
-                    timed_out.set()
-                    _stop_processes(new_processes(), grace=2.0)
-                    return
+                    timed_out.set()  # and from now on, stop whatever the start-up starts
+                    _stop_processes(procs, grace=2.0)
+
+        from vllm import LLM
 
         started = time.monotonic()
         thread = threading.Thread(target=watch, name="mstudy-vllm-startup", daemon=True)
         thread.start()
         try:
-            from vllm import LLM
-
             with _environment(environment):
                 llm = LLM(**kwargs)
+            if timed_out.is_set():  # it came up just as its time ran out: too late
+                llm.llm_engine.engine_core.shutdown()
+                raise TimeoutError("the engine came up after the start-up timeout")
         except BaseException as exc:
             done.set()
             thread.join()
