@@ -297,6 +297,7 @@ class VLLMTeacher:
             ) from exc
         self._llm: Any = None
         self._hf_tokenizer: Any = None
+        self._config: Any = None
         self._fingerprint: str | None = None
         self._engine_pids: list[tuple[int, float]] = []
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -395,18 +396,23 @@ class VLLMTeacher:
         commit = getattr(config, "_commit_hash", None)
         return commit if isinstance(commit, str) else None
 
+    def _hf_config(self) -> Any:
+        if self._config is None:
+            try:
+                from transformers import AutoConfig
+
+                self._config = AutoConfig.from_pretrained(
+                    self.model, revision=self.revision, trust_remote_code=self.trust_remote_code
+                )
+            except Exception as exc:
+                raise TeacherError(f"cannot read the config of {self.model!r}: {exc}") from exc
+        return self._config
+
     def _config_dtype(self) -> str | None:
         """The dtype the model's config declares (what vLLM's ``"auto"`` starts from)."""
         if self.dtype != "auto":
             return None
-        try:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(
-                self.model, revision=self.revision, trust_remote_code=self.trust_remote_code
-            )
-        except Exception as exc:
-            raise TeacherError(f"cannot read the config of {self.model!r}: {exc}") from exc
+        config = self._hf_config()
         value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
         return None if value is None else str(value).replace("torch.", "")
 
@@ -499,6 +505,15 @@ class VLLMTeacher:
             )
             if not explicit_kv:
                 kwargs["kv_cache_memory_bytes"] = int(CPU_KV_CACHE_GB * _GIB)
+            if "enable_chunked_prefill" not in kwargs:
+                # vLLM 0.32's CPU worker crashes the engine ("CPU Generator does not use
+                # offset") when a seeded request's prompt is split over two steps.
+                kwargs["enable_chunked_prefill"] = False
+                if "max_num_batched_tokens" not in kwargs:
+                    context = self.max_model_len or getattr(
+                        self._hf_config(), "max_position_embeddings", None
+                    )
+                    kwargs["max_num_batched_tokens"] = max(4096, int(context or 0))
             if self.cpu_threads_bind is not None:
                 environment["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_threads_bind
         return kwargs, environment
@@ -507,6 +522,11 @@ class VLLMTeacher:
         """Start the engine now (``generate`` otherwise does on first use)."""
         self._get_llm()
         return self
+
+    @property
+    def llm(self) -> Any:
+        """The running ``vllm.LLM`` (started on first use), for what the teacher does not do."""
+        return self._get_llm()
 
     def _get_llm(self) -> Any:
         if self._llm is None:
@@ -688,8 +708,11 @@ class VLLMTeacher:
                 try:
                     outputs = engine.step()
                 except Exception as exc:
+                    lost = len(pending)
+                    pending.clear()
+                    self.close()  # a dead engine: its processes go; a later call restarts it
                     raise TeacherError(
-                        f"the vllm engine failed with {len(pending)} requests in it: "
+                        f"the vllm engine failed with {lost} requests in it: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
                 for output in outputs:

@@ -105,6 +105,24 @@ def run(teacher: VLLMTeacher, workdir: Path) -> dict[str, Any]:
     out["seeded_alone"] = alone[seeded[0].key]
     out["seeded_mixed"] = [mixed[r.key] for r in seeded]
 
+    # many seeded requests at once: more prompt tokens than one engine step takes (vLLM
+    # 0.32's CPU build crashed on a seeded prompt split over two steps)
+    topic = "Tell me one surprising fact about the number {}, in a single short sentence. " * 3
+    burst = [
+        Request(
+            messages=(Message("user", topic.format(i)),),
+            params=GenerationParams(max_new_tokens=4, temperature=0.7, seed=1),
+            sample=i,
+        )
+        for i in range(120)
+    ]
+    burst_done = list(teacher.generate(burst))
+    out["burst"] = {
+        "ok": sum(c.ok for c in burst_done),
+        "count": len(burst_done),
+        "prompt_tokens": sum(c.prompt_tokens for c in burst_done),
+    }
+
     # streaming: a short request comes back before the long ones end; the iterable is
     # pulled lazily, a bounded number ahead
     teacher.max_in_flight = 4
