@@ -721,6 +721,15 @@ class VLLMTeacher:
                     item = pending.pop(output.request_id, None)
                     if item is not None:
                         yield self._completion(item, output, teacher)
+                if pending and not outputs and not engine.has_unfinished_requests():
+                    for item in pending.values():  # never nothing: say what became of them
+                        yield _error(
+                            item.request,
+                            "the engine dropped the request",
+                            teacher,
+                            item.prompt_tokens,
+                        )
+                    pending.clear()
         finally:
             self._running = False
             if pending:
