@@ -107,7 +107,7 @@ def run(teacher: VLLMTeacher, workdir: Path) -> dict[str, Any]:
 
     # many seeded requests at once: more prompt tokens than one engine step takes (vLLM
     # 0.32's CPU build crashed on a seeded prompt split over two steps)
-    topic = "Tell me one surprising fact about the number {}, in a single short sentence. " * 3
+    topic = "Tell me one surprising fact about the number {0}, in a single short sentence. " * 3
     burst = [
         Request(
             messages=(Message("user", topic.format(i)),),
