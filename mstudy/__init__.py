@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mstudy._version import __version__
 from mstudy.budget import Budget, Estimate
+from mstudy.chain import Chain
 from mstudy.errors import (
     AmbiguousPluginError,
     CapabilityError,
@@ -47,6 +48,7 @@ from mstudy.records import (
     Request,
 )
 from mstudy.report import Report
+from mstudy.rounds import Rounds
 from mstudy.strategies import (
     ChainOfThought,
     Explain,
@@ -70,6 +72,7 @@ _LAZY = {
     "SaveToDiskSink": "mstudy.sinks.hf",
     "TransformersTeacher": "mstudy.teachers.transformers",
     "RemoteTeacher": "mstudy.teachers.remote",
+    "BatchTeacher": "mstudy.teachers.batch",
     "default_teacher": "mstudy.teachers.default",
 }
 
@@ -86,8 +89,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AmbiguousPluginError",
+    "BatchTeacher",
     "Budget",
     "CapabilityError",
+    "Chain",
     "ChainOfThought",
     "Completion",
     "ConfigError",
@@ -118,6 +123,7 @@ __all__ = [
     "Report",
     "Request",
     "Reverse",
+    "Rounds",
     "RowFilter",
     "SaveToDiskSink",
     "ScriptedTeacher",

@@ -5,6 +5,7 @@
     mstudy run study.toml [--limit N] [--quiet] [--json-report FILE]
                           [--push-to-hub REPO] [--save-for-hub DIR]
     mstudy plugins [--json] [--check] [--kind K] [--verbose]
+    mstudy view PATH [--port N] [--open] [--source FILE] [--refresh SECONDS]
     mstudy --version
 
 Exit codes: 0 success, 1 a failure while running (or ``plugins --check`` found a broken
@@ -27,7 +28,7 @@ from mstudy._version import __version__
 from mstudy.errors import ConfigError, MstudyError, PluginError
 
 if TYPE_CHECKING:
-    from mstudy.config import HubSettings
+    from mstudy.config import HubSettings, StudyConfig
     from mstudy.report import Report
     from mstudy.study import Study
 
@@ -66,6 +67,14 @@ def _add_run(subparsers: _Subparsers) -> None:
         help="discard the journal of an interrupted run and start over (default: resume)",
     )
     parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the teacher as a pool of Ray actors set by [ray] (needs mstudy[ray]); "
+        "ADDRESS joins a cluster (host:port, auto, ray://...), none starts a local one",
+    )
+    parser.add_argument(
         "--push-to-hub",
         metavar="REPO",
         help="after a completed run, push the rows of the first jsonl or parquet sink with a "
@@ -92,10 +101,16 @@ def _run(args: argparse.Namespace) -> int:
             check_repo_id(args.push_to_hub)
         except ConfigError as exc:
             raise ConfigError(f"--push-to-hub: {exc}") from None
+    if config.is_chain:
+        return _run_chain(args, config)
     publish = config.hub_settings(repo_id=args.push_to_hub, folder=args.save_for_hub)
     config.check_components()  # names, parameters and their types: nothing is built yet
     config.check_source()  # before anything (journal, outputs) is created on disk
-    study, source = config.build(progress=False if args.quiet else None)
+    study, source = config.build(
+        progress=False if args.quiet else None,
+        ray=args.ray is not None,
+        ray_address=args.ray or None,
+    )
     limit = args.limit if args.limit is not None else config.limit
     if args.dry_run:
         estimate = study.estimate(source, limit=limit)
@@ -128,6 +143,43 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return EXIT_OK
+
+
+def _run_chain(args: argparse.Namespace, config: StudyConfig) -> int:
+    """``mstudy run`` of a config with ``[[stages]]``: the chain, its report per stage."""
+    for flag, value in (
+        ("--dry-run", args.dry_run),
+        ("--push-to-hub", args.push_to_hub),
+        ("--save-for-hub", args.save_for_hub),
+    ):
+        if value:
+            raise ConfigError(
+                f"{flag} is for a single study; a chain's later stages study the replies of "
+                "the earlier ones",
+                path=str(config.path),
+            )
+    config.check_components()
+    config.check_source()
+    chain, source = config.build_chain(
+        progress=False if args.quiet else None,
+        ray=args.ray is not None,
+        ray_address=args.ray or None,
+    )
+    limit = args.limit if args.limit is not None else config.limit
+    if chain.journal is not None and chain.journal.exists() and not args.restart:
+        print(f"resuming the interrupted chain journaled in {chain.journal}", file=sys.stderr)
+    report = chain.run(source, limit=limit, restart=args.restart)
+    _write_report(args, report)
+    return EXIT_OK
+
+
+def _write_report(args: argparse.Namespace, report: Report) -> None:
+    if args.json_report is not None:
+        args.json_report.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str)
+        args.json_report.write_text(text + "\n", encoding="utf-8")
+    if not args.quiet:
+        print(report)
 
 
 def _publish(settings: HubSettings, study: Study, report: Report) -> None:
@@ -304,6 +356,74 @@ def _cache_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- mstudy view -----------------------------------------------------------------------------
+
+
+def _add_view(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "view",
+        help="show a study's output or a probe's folder as a local web page",
+        description="Serve a read-only web page of a study's output (an output folder, a "
+        ".jsonl or .parquet file, or a study config) or of a probe's folder, on 127.0.0.1. "
+        "While a run is going the page shows what it has committed and refreshes.",
+    )
+    parser.add_argument(
+        "path", type=Path, help="output folder, .jsonl/.parquet file, study config or probe folder"
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        metavar="N",
+        help="port on 127.0.0.1 (default: 0, a free one; the URL is printed)",
+    )
+    parser.add_argument("--open", action="store_true", help="open the page in a web browser")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        metavar="FILE",
+        help="the study's source (JSONL/Parquet), to show each row's source record "
+        "(a study config names it already)",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the page checks for new rows (default: 2; 0: never)",
+    )
+    parser.set_defaults(func=_view)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
+def _view(args: argparse.Namespace) -> int:
+    from mstudy.view.outputs import find
+
+    if args.refresh < 0:
+        raise ConfigError(f"--refresh must be >= 0, got {args.refresh}", parameter="refresh")
+    target = find(args.path, source=args.source)
+    try:
+        from mstudy.view.serve import serve
+    except ImportError as exc:  # pragma: no cover - the view extra is not installed
+        _error(exc)
+        return EXIT_FAILURE
+    try:
+        serve(target, port=args.port, open_browser=args.open, refresh_s=args.refresh)
+    except ImportError as exc:  # starlette or uvicorn missing: say how to install them
+        _error(exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def _add_probe(subparsers: _Subparsers) -> None:
     from mstudy.probes.cli import register
 
@@ -315,6 +435,7 @@ COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     _add_probe,
     _add_plugins,
     _add_cache,
+    _add_view,
 )
 """Each adds one subcommand."""
 

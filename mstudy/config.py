@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib.util
 import inspect
 import math
@@ -80,12 +81,42 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 if TYPE_CHECKING:
+    from mstudy.chain import Chain
     from mstudy.interfaces import Filter, Sink, Strategy, Teacher
     from mstudy.study import Study
 
-SECTIONS = ("source", "teacher", "strategies", "filters", "sinks", "rejects", "run", "hub")
+SECTIONS = (
+    "source",
+    "teacher",
+    "strategies",
+    "filters",
+    "sinks",
+    "rejects",
+    "run",
+    "hub",
+    "ray",
+    "stages",
+)
 """The top-level sections a study config may have."""
 SOURCE_KEYS = ("path", "id_field", "limit")
+STAGE_KEYS = ("name", "teacher", "strategies", "filters", "sinks", "rejects")
+"""The keys of a ``[[stages]]`` table (:mod:`mstudy.chain`)."""
+ROUND_KEYS = ("rounds", "schedule")
+"""Strategy-table keys taken by the config: the strategy is asked in rounds
+(:class:`~mstudy.rounds.Rounds`)."""
+RAY_KEYS = (
+    "replicas",
+    "num_cpus",
+    "num_gpus",
+    "batch_size",
+    "in_flight",
+    "address",
+    "max_restarts",
+    "max_resubmits",
+    "runtime_env",
+)
+"""The keys of ``[ray]``: :class:`~mstudy.teachers.ray_pool.RayTeacher`'s parameters."""
+
 RUN_KEYS = (
     "progress",
     "cache",
@@ -242,6 +273,18 @@ class StudyConfig:
     run: dict[str, Any] = field(default_factory=dict)
     text: str = field(default="", repr=False)
     hub: dict[str, Any] = field(default_factory=dict)
+    ray: dict[str, Any] = field(default_factory=dict)
+    """Settings of the Ray teacher pool (``replicas``, ``num_gpus``, ...), used by
+    ``mstudy run --ray``."""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    """``[[stages]]``: each a table with ``strategies`` and optional ``name``, ``teacher``,
+    ``filters``, ``sinks`` and ``rejects`` (the top-level ``[[sinks]]`` and ``[rejects]``
+    are then the chain's)."""
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether this config describes chained stages (:meth:`build_chain`)."""
+        return bool(self.stages)
 
     @property
     def base_dir(self) -> Path:
@@ -378,9 +421,12 @@ class StudyConfig:
             build_component(kind, table, where, base_dir=self.base_dir, create=False)
 
     def _jobs(self) -> list[tuple[str, Mapping[str, Any], Where]]:
-        jobs: list[tuple[str, Mapping[str, Any], Where]] = [
+        jobs: list[tuple[str, Mapping[str, Any], Where]] = []
+        for stage in self._stage_tables():
+            jobs.extend(stage["jobs"])
+        jobs += [
             *(
-                ("strategies", t, self.where("strategies", i))
+                ("strategies", _without_rounds(t), self.where("strategies", i))
                 for i, t in enumerate(self.strategies)
             ),
             *(("filters", t, self.where("filters", i)) for i, t in enumerate(self.filters)),
@@ -391,22 +437,146 @@ class StudyConfig:
             jobs.append(("sinks", self.rejects, self.where("rejects")))
         return jobs
 
-    def build(self, *, progress: bool | None = None) -> tuple[Study, str]:
+    def _stage_tables(self) -> list[dict[str, Any]]:
+        """Each stage's components as jobs (kind, table, where), counted across stages for
+        the line locator (``[[stages.strategies]]`` tables are numbered file-wide)."""
+        out = []
+        counts: dict[str, int] = {}
+        for i, stage in enumerate(self.stages):
+            jobs: list[tuple[str, Mapping[str, Any], Where]] = []
+            for key, kind in (("strategies", "strategies"), ("filters", "filters")):
+                for table in stage.get(key, []):
+                    n = counts[key] = counts.get(key, -1) + 1
+                    table = _without_rounds(table) if key == "strategies" else table
+                    jobs.append((kind, table, self.where(f"stages.{key}", n)))
+            if stage.get("teacher") is not None:
+                n = counts["teacher"] = counts.get("teacher", -1) + 1
+                jobs.append(("teachers", stage["teacher"], self.where("stages.teacher", n)))
+            for table in stage.get("sinks", []):
+                n = counts["sinks"] = counts.get("sinks", -1) + 1
+                jobs.append(("sinks", table, self.where("stages.sinks", n)))
+            if stage.get("rejects") is not None:
+                n = counts["rejects"] = counts.get("rejects", -1) + 1
+                jobs.append(("sinks", stage["rejects"], self.where("stages.rejects", n)))
+            out.append({"index": i, "stage": stage, "jobs": jobs})
+        return out
+
+    def build_chain(
+        self, *, progress: bool | None = None, ray_address: str | None = None, ray: bool = False
+    ) -> tuple[Chain, str]:
+        """Build the :class:`~mstudy.chain.Chain` that ``[[stages]]`` describe, and its source.
+
+        Stages without a ``teacher`` share the top-level one; ``[[sinks]]`` and ``[rejects]``
+        are the chain's (the last stage's rows; every stage's rejections), a stage's own
+        ``sinks`` keep its rows. ``[run]`` cache, budget (per stage) and journal apply.
+        """
+        from mstudy.chain import Chain
+        from mstudy.study import Study
+
+        if not self.stages:
+            raise ConfigError("this config has no [[stages]]", path=str(self.path))
+        self.check_names()
+        built: list[object] = []
+
+        def make(kind: str, table: Mapping[str, Any], where: Where) -> Any:
+            obj = build_component(kind, table, where, base_dir=self.base_dir)
+            if kind == "sinks":
+                built.append(obj)
+            return obj
+
+        try:
+            teacher: Any = (
+                self._ray_teacher(ray_address)
+                if ray
+                else make("teachers", self.teacher, self.where("teacher"))
+            )
+            studies = []
+            for entry in self._stage_tables():
+                stage, jobs = entry["stage"], entry["jobs"]
+                made = [make(kind, table, where) for kind, table, where in jobs]
+                n_s, n_f = len(stage.get("strategies", [])), len(stage.get("filters", []))
+                strategies = [
+                    cast("Strategy", _with_rounds(obj, table))
+                    for obj, table in zip(made[:n_s], stage.get("strategies", []), strict=True)
+                ]
+                rest = made[n_s + n_f :]
+                stage_teacher = rest.pop(0) if stage.get("teacher") is not None else teacher
+                stage_rejects = rest.pop() if stage.get("rejects") is not None else None
+                studies.append(
+                    Study(
+                        stage_teacher,
+                        strategies,
+                        made[n_s : n_s + n_f],
+                        rest,
+                        stage_rejects,
+                        id_field=self.id_field,
+                        progress=self.progress if progress is None else progress,
+                        checkpoint_every=float(self.run.get("checkpoint_every", 2.0)),
+                        budget=self.budget(),
+                        name=stage.get("name"),
+                    )
+                )
+            sinks = [make("sinks", t, self.where("sinks", i)) for i, t in enumerate(self.sinks)]
+            rejects = (
+                make("sinks", self.rejects, self.where("rejects"))
+                if self.rejects is not None
+                else None
+            )
+            chain = Chain(
+                studies,
+                sinks=sinks,
+                rejects=rejects,
+                journal=self.journal_dir([*sinks, *([rejects] if rejects else [])]),
+                cache=(
+                    Path(resolve_path(self.run["cache"], self.base_dir))
+                    if "cache" in self.run
+                    else None
+                ),
+            )
+        except ConfigError as exc:
+            _abort_sinks(built)
+            if exc.path is not None:
+                raise
+            raise exc.located(str(self.path), None) from exc
+        except (PluginError, ValueError, TypeError) as exc:
+            _abort_sinks(built)
+            raise ConfigError(str(exc), path=str(self.path)) from exc
+        except BaseException:
+            _abort_sinks(built)
+            raise
+        return chain, self.source_path
+
+    def build(
+        self, *, progress: bool | None = None, ray_address: str | None = None, ray: bool = False
+    ) -> tuple[Study, str]:
         """Build every component and the :class:`~mstudy.study.Study`; returns it and the source.
 
         All names are looked up first (no import), so a misspelt one is reported before a
-        teacher model loads. ``progress`` overrides ``[run] progress``.
+        teacher model loads. ``progress`` overrides ``[run] progress``. With ``ray``, the
+        teacher is a :class:`~mstudy.teachers.ray_pool.RayTeacher` pool set by ``[ray]``
+        (joining ``ray_address``, else ``[ray] address``), whose actors each build the
+        ``[teacher]``.
         """
         from mstudy.study import Study
 
+        if self.stages:
+            raise ConfigError(
+                "this config has [[stages]]: build it with build_chain()", path=str(self.path)
+            )
         jobs = self._jobs()
         self.check_names()
         built: list[object] = []
         try:
             for kind, table, where in jobs:
+                if kind == "teachers" and ray:
+                    built.append(self._ray_teacher(ray_address))
+                    continue
                 built.append(build_component(kind, table, where, base_dir=self.base_dir))
             n_strategies, n_filters = len(self.strategies), len(self.filters)
-            strategies = cast("list[Strategy]", built[:n_strategies])
+            strategies = [
+                cast("Strategy", _with_rounds(obj, table))
+                for obj, table in zip(built[:n_strategies], self.strategies, strict=True)
+            ]
             filters = cast("list[Filter]", built[n_strategies : n_strategies + n_filters])
             teacher = cast("Teacher", built[n_strategies + n_filters])
             sinks = cast("list[Sink]", built[n_strategies + n_filters + 1 :])
@@ -439,6 +609,40 @@ class StudyConfig:
             _abort_sinks(built[len(self.strategies) + len(self.filters) + 1 :])
             raise
         return study, self.source_path
+
+    def _ray_teacher(self, address: str | None) -> object:
+        """The ``[teacher]`` as a Ray actor pool; each actor builds it from the table."""
+        from mstudy.teachers.ray_pool import RayTeacher
+
+        factory = functools.partial(
+            build_component,
+            "teachers",
+            dict(self.teacher),
+            f"{self.path} [teacher]",
+            base_dir=self.base_dir,
+        )
+        settings = dict(self.ray)
+        if address is not None:
+            settings["address"] = address
+        return RayTeacher(factory, **settings)
+
+
+def _without_rounds(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A strategy table without the keys :data:`ROUND_KEYS` (the plugin's own parameters)."""
+    return {k: v for k, v in table.items() if k not in ROUND_KEYS}
+
+
+def _with_rounds(strategy: object, table: Mapping[str, Any]) -> object:
+    """``strategy`` wrapped in :class:`~mstudy.rounds.Rounds` when its table asks for rounds."""
+    if not any(k in table for k in ROUND_KEYS):
+        return strategy
+    from mstudy.rounds import Rounds
+
+    return Rounds(
+        cast("Strategy", strategy),
+        rounds=table.get("rounds", 1),
+        schedule=table.get("schedule", ()),
+    )
 
 
 def _error(message: str, place: Place, parameter: str | None = None) -> ConfigError:
@@ -715,6 +919,15 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
         ("teacher", '[teacher]\nname = "scripted"'),
         ("strategies", '[[strategies]]\nname = "reverse"'),
     ):
+        if required == "strategies" and "stages" in data:
+            if data.get("strategies"):
+                raise fail(
+                    "a config has either [[strategies]] (one study) or [[stages]] (a chain), "
+                    "not both",
+                    locator.line("strategies"),
+                    "strategies",
+                )
+            continue
         if not data.get(required):
             inside = [k for k, v in data.items() if isinstance(v, Mapping) and required in v]
             if inside:  # `strategies = [...]` written below [teacher] lands in the teacher
@@ -760,6 +973,10 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
     _check_run(run, locator, path)
 
     hub = _parse_hub(data.get("hub", {}), locator, path)
+    ray = data.get("ray", {})
+    if not isinstance(ray, Mapping):
+        raise fail("[ray] must be a table", locator.line("ray"), "ray")
+    _check_keys(ray, RAY_KEYS, "ray", locator, path)
     teacher = _component(data["teacher"], "teacher", None, locator, path)
     rejects = data.get("rejects")
     config = StudyConfig(
@@ -773,11 +990,76 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
         run=dict(run),
         text=text,
         hub=hub,
+        ray=dict(ray),
     )
+    config.stages = _parse_stages(data.get("stages", []), locator, path)
     for i, table in enumerate(config.strategies):
         _check_templates(table, config.where("strategies", i))
+    n = 0
+    for stage in config.stages:
+        for table in stage["strategies"]:
+            _check_templates(table, config.where("stages.strategies", n))
+            n += 1
+    if config.stages and config.hub:
+        raise fail(
+            "[hub] publishes a single study's rows; a chain ([[stages]]) is not published yet",
+            locator.line("hub"),
+            "hub",
+        )
     config.hub_settings()  # a [hub] that publishes has something to publish
     return config
+
+
+def _parse_stages(raw: Any, locator: _Locator, path: Path) -> list[dict[str, Any]]:
+    """The checked ``[[stages]]`` tables: known keys, at least one strategy each."""
+    if not isinstance(raw, list) or not all(isinstance(t, Mapping) for t in raw):
+        raise ConfigError(
+            "'stages' must be an array of tables ([[stages]])",
+            parameter="stages",
+            path=str(path),
+            line=locator.line("stages"),
+        )
+    stages = []
+    for i, table in enumerate(raw):
+        for key in table:
+            if key not in STAGE_KEYS:
+                close = difflib.get_close_matches(key, STAGE_KEYS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"unknown key {key!r} in [[stages]] #{i + 1}{hint}; "
+                    f"accepted: {', '.join(STAGE_KEYS)}",
+                    parameter=key,
+                    path=str(path),
+                    line=locator.line("stages", i, key),
+                )
+        name = table.get("name")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(
+                f"a stage's name must be a non-empty string, got {name!r}",
+                parameter="name",
+                path=str(path),
+                line=locator.line("stages", i, "name"),
+            )
+        stage: dict[str, Any] = {
+            "name": name,
+            "strategies": _components(table, "strategies", locator, path),
+            "filters": _components(table, "filters", locator, path),
+            "sinks": _components(table, "sinks", locator, path),
+            "teacher": None,
+            "rejects": None,
+        }
+        if not stage["strategies"]:
+            raise ConfigError(
+                f'[[stages]] #{i + 1} needs strategies, e.g. strategies = ["paraphrase"]',
+                parameter="strategies",
+                path=str(path),
+                line=locator.line("stages", i),
+            )
+        for key, section in (("teacher", "teacher"), ("rejects", "rejects")):
+            if table.get(key) is not None:
+                stage[key] = _component(table[key], section, None, locator, path)
+        stages.append(stage)
+    return stages
 
 
 def _parse_hub(hub: Any, locator: _Locator, path: Path) -> dict[str, Any]:

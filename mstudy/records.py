@@ -297,11 +297,19 @@ class Provenance(NamedTuple):
     sample: int
     finish_reason: str = "stop"
     source_ids: tuple[str, ...] = ()
+    generation: int = 1
+    """How many studies away from original data: an example of a source record is generation
+    1, an example of a generation-1 row generation 2 (:mod:`mstudy.lineage`)."""
+    parents: tuple[str, ...] = ()
+    """The ids of the rows it came from, oldest first, back to the source record (empty:
+    ``source_ids``, or ``source_id``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source_id": self.source_id,
             "source_ids": list(self.source_ids or (self.source_id,)),
+            "generation": self.generation,
+            "parents": list(self.parents or self.source_ids or (self.source_id,)),
             "strategy": self.strategy,
             "strategy_version": self.strategy_version,
             "template_hash": self.template_hash,

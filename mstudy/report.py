@@ -76,6 +76,18 @@ class FilterStats:
 
 
 @dataclass
+class RoundStats:
+    """One round of a strategy asked in rounds: records asked, and those that got an accepted
+    example in this round (its yield)."""
+
+    asked: int = 0
+    accepted: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"asked": self.asked, "accepted": self.accepted}
+
+
+@dataclass
 class Report:
     """Statistics of one study run. ``str(report)`` is a readable table."""
 
@@ -90,6 +102,10 @@ class Report:
     spent_prompt_tokens: int = 0
     spent_completion_tokens: int = 0
     note: str = ""
+    rounds: dict[str, list[RoundStats]] = field(default_factory=dict)
+    """Per strategy asked in rounds (:mod:`mstudy.rounds`), each round's yield."""
+    stages: dict[str, Report] = field(default_factory=dict)
+    """A chain's report (:mod:`mstudy.chain`): each stage's own report, in order."""
     _t0: float = field(default_factory=time.perf_counter, repr=False)
     _sampled: Counter[tuple[str | None, str, str]] = field(default_factory=Counter, repr=False)
 
@@ -135,6 +151,15 @@ class Report:
             self._sampled[key] += 1
             self.samples.append(rejection.to_row())
 
+    def count_round(self, strategy: str, round_: int, accepted: bool) -> None:
+        """One record asked in round ``round_`` (0-based) of ``strategy``, and whether it got
+        an accepted example."""
+        rounds = self.rounds.setdefault(strategy, [])
+        while len(rounds) <= round_:
+            rounds.append(RoundStats())
+        rounds[round_].asked += 1
+        rounds[round_].accepted += accepted
+
     def __getstate__(self) -> dict[str, Any]:
         self.tick()
         return dict(self.__dict__)
@@ -178,6 +203,29 @@ class Report:
             "spent_completion_tokens": self.spent_completion_tokens,
             "note": self.note,
             "sampled": [[*key, n] for key, n in self._sampled.items()],
+            **self._chain_state(),
+        }
+
+    def _chain_state(self) -> dict[str, Any]:
+        """Rounds and stages, in the saved state only when there are any (older states
+        without them load as before)."""
+        out: dict[str, Any] = {}
+        if self.rounds:
+            out["rounds"] = {
+                name: [[r.asked, r.accepted] for r in rounds]
+                for name, rounds in self.rounds.items()
+            }
+        if self.stages:
+            out["stages"] = {name: stage.to_state() for name, stage in self.stages.items()}
+        return out
+
+    def _load_chain_state(self, state: Mapping[str, Any]) -> None:
+        self.rounds = {
+            str(name): [RoundStats(_int(asked), _int(accepted)) for asked, accepted in rounds]
+            for name, rounds in state.get("rounds", {}).items()
+        }
+        self.stages = {
+            str(name): Report.from_state(stage) for name, stage in state.get("stages", {}).items()
         }
 
     @classmethod
@@ -225,6 +273,7 @@ class Report:
                     for strategy, stage, reason, n in state["sampled"]
                 }
             )
+            report._load_chain_state(state)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a saved report ({type(exc).__name__}: {exc})") from exc
         report._t0 = time.perf_counter() - report.elapsed
@@ -260,29 +309,43 @@ class Report:
 
     @property
     def accepted(self) -> int:
+        """Rows accepted (a chain's: those of its last stage)."""
+        if self.stages:
+            return list(self.stages.values())[-1].accepted
         return sum(s.accepted for s in self.strategies.values())
 
     @property
     def rejected(self) -> int:
-        return sum(self.input_rejected.values()) + sum(
-            sum(s.rejected.values()) for s in self.strategies.values()
+        """Rows rejected (a chain's: of every stage)."""
+        return (
+            sum(self.input_rejected.values())
+            + sum(sum(s.rejected.values()) for s in self.strategies.values())
+            + sum(stage.rejected for stage in self.stages.values())
         )
 
     @property
     def requests(self) -> int:
-        return sum(s.requests for s in self.strategies.values())
+        return sum(s.requests for s in self.strategies.values()) + sum(
+            stage.requests for stage in self.stages.values()
+        )
 
     @property
     def prompt_tokens(self) -> int:
-        return sum(s.prompt_tokens for s in self.strategies.values())
+        return sum(s.prompt_tokens for s in self.strategies.values()) + sum(
+            stage.prompt_tokens for stage in self.stages.values()
+        )
 
     @property
     def completion_tokens(self) -> int:
-        return sum(s.completion_tokens for s in self.strategies.values())
+        return sum(s.completion_tokens for s in self.strategies.values()) + sum(
+            stage.completion_tokens for stage in self.stages.values()
+        )
 
     @property
     def cached(self) -> int:
-        return sum(s.cached for s in self.strategies.values())
+        return sum(s.cached for s in self.strategies.values()) + sum(
+            stage.cached for stage in self.stages.values()
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -306,7 +369,42 @@ class Report:
                 for k, v in self.filters.items()
             },
             "rejection_samples": self.samples,
+            **self._chain_dict(),
         }
+
+    def _chain_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.rounds:
+            out["rounds"] = {
+                name: [r.to_dict() for r in rounds] for name, rounds in self.rounds.items()
+            }
+        if self.stages:
+            out["stages"] = {name: stage.to_dict() for name, stage in self.stages.items()}
+        return out
+
+    def _round_lines(self) -> list[str]:
+        """``reverse: round 1 10 asked -> 7 accepted; round 2 3 asked -> 2 accepted``."""
+        return [
+            f"{name}: "
+            + "; ".join(
+                f"round {i} {r.asked} asked -> {r.accepted} accepted"
+                for i, r in enumerate(rounds, 1)
+            )
+            for name, rounds in self.rounds.items()
+        ]
+
+    def _stages_text(self) -> str:
+        """A chain's report: a summary line, then each stage's report, indented."""
+        lines = [
+            f"mstudy chain report: {self.status}, {len(self.stages)} stages, {self.records} "
+            f"records, {self.accepted} accepted, {self.rejected} rejected, {self.elapsed:.1f}s"
+        ]
+        if self.note:
+            lines.append(self.note)
+        for i, (name, stage) in enumerate(self.stages.items(), 1):
+            lines.append(f"stage {i}: {name}")
+            lines.extend(f"  {line}" for line in str(stage).splitlines())
+        return "\n".join(lines)
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -333,6 +431,8 @@ class Report:
         return out
 
     def __str__(self) -> str:
+        if self.stages:
+            return self._stages_text()
         head = ("strategy", "requests", "cached", "tokens in/out", "accepted", "rejected")
         rows = [head, *self._rows()]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -360,6 +460,9 @@ class Report:
         if self.filters:
             lines.append("funnel:")
             lines.extend(f"  {s.funnel_line(name)}" for name, s in self.strategies.items())
+        if self.rounds:
+            lines.append("rounds:")
+            lines.extend(f"  {line}" for line in self._round_lines())
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -370,6 +473,19 @@ class Report:
 
     def _repr_html_(self) -> str:
         esc = html.escape
+        if self.stages:
+            sections = "".join(
+                f"<details open><summary>stage {i}: {esc(name)}</summary>"
+                f"{stage._repr_html_()}</details>"
+                for i, (name, stage) in enumerate(self.stages.items(), 1)
+            )
+            return (
+                f"<div><b>mstudy chain report</b>: {esc(self.status)}, {len(self.stages)} "
+                f"stages, {self.records} records, {self.accepted} accepted, {self.rejected} "
+                f"rejected, {self.elapsed:.1f}s{sections}</div>"
+            )
+        rounds = "".join(f"<li>{esc(line)}</li>" for line in self._round_lines())
+        round_list = f"<details><summary>rounds</summary><ul>{rounds}</ul></details>"
         head = "".join(
             f"<th>{h}</th>"
             for h in ("strategy", "requests", "cached", "tokens in/out", "accepted", "rejected")
@@ -390,7 +506,8 @@ class Report:
         return (
             f"<div><b>mstudy report</b>: {esc(self.status)}, {self.records} records, "
             f"{self.accepted} accepted, {self.rejected} rejected, {self.elapsed:.1f}s"
-            f"<table><tr>{head}</tr>{body}</table>{reason_table}</div>"
+            f"<table><tr>{head}</tr>{body}</table>{reason_table}"
+            f"{round_list if rounds else ''}</div>"
         )
 
 
@@ -404,4 +521,4 @@ def _counts(value: Mapping[str, Any]) -> dict[str, int]:
     return {str(key): _int(n) for key, n in value.items()}
 
 
-__all__ = ["FilterStats", "Report", "StrategyStats"]
+__all__ = ["FilterStats", "Report", "RoundStats", "StrategyStats"]

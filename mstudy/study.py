@@ -12,9 +12,10 @@ flight together are sent once; with a cache, stored calls are not made again.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,22 @@ from mstudy.budget import Budget, Estimate, count_prompt_tokens
 from mstudy.cache import CallCache
 from mstudy.errors import ConfigError
 from mstudy.fingerprints import fingerprint as component_fingerprint
-from mstudy.interfaces import Filter, Resettable, Sink, Strategy, Teacher, TokenCounter
+from mstudy.interfaces import (
+    Discounted,
+    Filter,
+    Resettable,
+    Sink,
+    Strategy,
+    Teacher,
+    TokenCounter,
+)
 from mstudy.records import Example, Rejection
 from mstudy.report import Report
 
 if TYPE_CHECKING:
     import datasets
+
+    from mstudy.chain import Chain
 
 log = logging.getLogger("mstudy")
 
@@ -71,6 +82,11 @@ class Study:
             filters' state gets slow, checkpoints are spaced so it stays ~5% of the run).
         budget: a :class:`~mstudy.budget.Budget` of tokens or money; once spent, the run stops
             cleanly after the current record (with a journal, a later run goes on).
+        name: the study's name as a stage of a :class:`~mstudy.chain.Chain` (default: its
+            strategies' names joined by ``+``).
+
+    ``study_a >> study_b`` chains two studies: ``study_b`` studies the rows ``study_a``
+    accepted (:class:`~mstudy.chain.Chain`).
 
     Output order is deterministic: records in source order, strategies in the given order,
     samples by index, whatever order the teacher answers in.
@@ -91,6 +107,7 @@ class Study:
         journal: str | Path | None = None,
         checkpoint_every: float = 2.0,
         budget: Budget | None = None,
+        name: str | None = None,
     ) -> None:
         self.teacher: Teacher = _build("teachers", teacher)
         if isinstance(strategies, (str, bytes)) or not isinstance(strategies, Sequence):
@@ -118,8 +135,22 @@ class Study:
         self.cache: CallCache | None = CallCache(cache) if isinstance(cache, (str, Path)) else cache
         self.journal = Path(journal) if journal is not None else None
         self.checkpoint_every = checkpoint_every
+        if budget is not None and isinstance(self.teacher, Discounted):
+            budget = dataclasses.replace(budget, price_factor=self.teacher.price_factor)
         self.budget = budget
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name must be a non-empty string, got {name!r}", parameter="name")
+        self.name = name.strip() if name is not None else "+".join(names)
         self.last_report: Report | None = None
+        self._after_sink: Callable[[Report], None] | None = None
+        """Called (by a chain) once a journaled run's sinks are committed, before its
+        journal is removed."""
+
+    def __rshift__(self, other: Study | Chain) -> Chain:
+        """A chain: ``other`` studies the rows this study accepts."""
+        from mstudy.chain import Chain
+
+        return Chain([self]) >> other
 
     def __repr__(self) -> str:
         return (

@@ -320,7 +320,11 @@ def check_toml(text: str, path: Path, where: str) -> None:
         raise DocsError(f"{where}: invalid TOML: {exc}") from exc
     if not is_study_config(data):
         return
-    filled = "".join(line for key, line in _FILL.items() if key not in data)
+    filled = "".join(
+        line
+        for key, line in _FILL.items()
+        if key not in data and not (key == "strategies" and "stages" in data)
+    )
     from mstudy.config import parse_config
 
     config = parse_config(filled + text, path)
@@ -330,10 +334,17 @@ def check_toml(text: str, path: Path, where: str) -> None:
 def check_components(config: Any) -> None:
     """Every component of a parsed config is installed and takes the parameters given."""
     from mstudy import plugins
+    from mstudy.config import ROUND_KEYS
 
+    stages = config.stages
     tables: list[tuple[str, dict[str, Any]]] = [
         ("teachers", config.teacher),
-        *(("strategies", t) for t in config.strategies),
+        *(
+            ("strategies", {k: v for k, v in t.items() if k not in ROUND_KEYS})
+            for t in [*config.strategies, *(t for s in stages for t in s["strategies"])]
+        ),
+        *(("filters", t) for s in stages for t in s["filters"]),
+        *(("sinks", t) for s in stages for t in s["sinks"]),
         *(("filters", t) for t in config.filters),
         *(("sinks", t) for t in config.sinks),
         *([("sinks", config.rejects)] if config.rejects is not None else []),

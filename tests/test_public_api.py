@@ -10,8 +10,10 @@ import mstudy
 
 EXPORTED = [
     "AmbiguousPluginError",
+    "BatchTeacher",
     "Budget",
     "CapabilityError",
+    "Chain",
     "ChainOfThought",
     "Completion",
     "ConfigError",
@@ -42,6 +44,7 @@ EXPORTED = [
     "Report",
     "Request",
     "Reverse",
+    "Rounds",
     "RowFilter",
     "SaveToDiskSink",
     "ScriptedTeacher",

@@ -193,3 +193,23 @@ def test_keeps_several_requests_in_flight(vllm_url: str) -> None:
                     if line.startswith("vllm:num_requests_running"):
                         peak = max(peak, int(float(line.rsplit(" ", 1)[1])))
     assert peak > 1
+
+
+def test_response_format_constrains_the_server_to_the_schema(vllm_url: str) -> None:
+    """A schema strategy's requests carry ``response_format``: vLLM's guided decoding makes
+    every reply valid JSON of the schema, unless it runs out of tokens."""
+    from mstudy import Study
+    from mstudy.strategies.facts import Facts
+
+    records = [
+        {"id": "curie", "text": "Marie Curie discovered polonium in Paris."},
+        {"id": "brandt", "text": "Olaf Brandt is the father of Lena Brandt."},
+        {"id": "tower", "text": "The Zorvath Tower stands in the city of Meridia."},
+        {"id": "ada", "text": "Ada Lovelace wrote the first computer program."},
+    ]
+    strategy = Facts(max_facts=3, params={"temperature": 0.7, "seed": 0}, n=2)
+    with RemoteTeacher(SERVED_NAME, base_url=vllm_url, concurrency=8) as teacher:
+        report = Study(teacher, [strategy]).run(records)
+    for rejection in report.rejections(reason="schema"):
+        assert "cut off at max_new_tokens" in rejection["detail"], rejection
+    assert report.accepted >= 2, report.rejections()

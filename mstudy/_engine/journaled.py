@@ -48,6 +48,8 @@ def _run(study: Study, source: Any, limit: int | None, journal: Journal) -> Repo
                 sinks.add_row(kind, row)
     if stopped:  # a spent budget: the rows so far are written, the journal goes on
         return report
+    if study._after_sink is not None:  # a chain records the stage done while resumable
+        study._after_sink(report)
     journal.remove()
     if study.cache is not None and study.cache.path.parent == journal.directory:
         study.cache.close()

@@ -27,7 +27,7 @@ def render(record: Record, strategies: Sequence[Strategy]) -> tuple[Slot, list[P
         try:
             batch = strategy.requests(record)
         except Exception as exc:
-            slot.results[(s_index, -1)] = [_rejection(record, strategy, exc)]
+            slot.results[(s_index, -1)] = [reject_render(record, strategy, exc)]
             continue
         slot.requests[strategy.name] = len(batch)
         entries.extend(
@@ -38,7 +38,7 @@ def render(record: Record, strategies: Sequence[Strategy]) -> tuple[Slot, list[P
     return slot, entries
 
 
-def _rejection(record: Record, strategy: Strategy, exc: Exception) -> Rejection:
+def reject_render(record: Record, strategy: Strategy, exc: Exception) -> Rejection:
     """The rejection that stands for ``exc``, from its declared reason and field."""
     if isinstance(exc, RecordError):
         reason, field = exc.reason or "bad field", exc.field

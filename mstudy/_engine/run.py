@@ -14,8 +14,10 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mstudy.errors import TeacherError
+from mstudy.lineage import read_lineage
 from mstudy.records import Completion, Example, Rejection, Request
 from mstudy.report import FilterStats, Report
+from mstudy.rounds import Retrying
 
 from .filtering import FilterChain
 from .outcomes import Outcomes
@@ -23,6 +25,7 @@ from .parsing import parse, unanswered, usable
 from .progress import Progress
 from .reading import Item, read_items
 from .rendering import render
+from .retry import next_round
 from .slots import Pending, Slot
 from .window import Window
 
@@ -74,6 +77,9 @@ class StudyRun(Iterator[Example | Rejection]):
         self._filters = FilterChain(study.filters, self.report)
         self._outcomes = Outcomes.of(study.cache, self._teacher_fingerprint, study.strategies)
         self._ahead: deque[tuple[Item, str | None, Slot | None]] = deque()
+        self._retry: deque[Pending] = deque()
+        """Requests of records asked again, to send before more of the source is read."""
+        self._retrying = any(isinstance(s, Retrying) for s in study.strategies)
         self._exhausted = False
         self._items = self._run()
 
@@ -97,7 +103,7 @@ class StudyRun(Iterator[Example | Rejection]):
         )
         self._progress = Progress(self.study.progress, self.source, self.limit, self.skip, report)
         try:
-            while self.stop_reason is None and not self._exhausted:
+            while self.stop_reason is None and (not self._exhausted or self._retry):
                 yield from self._round()
             if self.stop_reason is not None:
                 report.note = f"stopped early: {self.stop_reason}"
@@ -136,8 +142,14 @@ class StudyRun(Iterator[Example | Rejection]):
     def _requests(self) -> Iterator[Request]:
         """Requests for the teacher, record by record; stops early when too many records
         wait in the window, or when all of them are finished (so they are handed on)."""
-        window, backlog = self._window, self.study.max_backlog
-        while len(window) < backlog:
+        window, backlog, retry = self._window, self.study.max_backlog, self._retry
+        while True:
+            while retry:  # records asked again go first: they hold the head of the line
+                request = window.send(retry.popleft())
+                if request is not None:
+                    yield request
+            if len(window) >= backlog:
+                return
             if not window.waiting and len(window) >= READY_CHUNK:
                 return
             slot, entries = self._admit()
@@ -158,9 +170,16 @@ class StudyRun(Iterator[Example | Rejection]):
         item, outcome_key, stored = self._ahead.popleft()
         if isinstance(item, Rejection):
             return Slot.rejected(item), []
+        lineage, field, problem = read_lineage(item)
+        if lineage is None:
+            detail = f"record {item.id!r}: field {field!r} {problem}"
+            rejection = Rejection(item.id, "input", "invalid_lineage", detail, None, field)
+            return Slot.rejected(rejection), []
         if stored is not None:
+            stored.lineage = lineage
             return stored, []
         slot, entries = render(item, self.study.strategies)
+        slot.lineage = lineage
         slot.outcome_key = outcome_key
         return slot, self._answer_from_cache(entries)
 
@@ -218,25 +237,31 @@ class StudyRun(Iterator[Example | Rejection]):
         spent; ``on_boundary`` runs before each (everything earlier is consumed by then)."""
         window, budget = self._window, self.study.budget
         while window.head_finished:
-            if budget is not None and self.stop_reason is None:
-                report = self.report
-                self.stop_reason = budget.exceeded(
-                    report.spent_prompt_tokens, report.spent_completion_tokens
-                )
-            if self.stop_reason is not None:
-                return
-            if self.on_boundary is not None:
-                self.on_boundary()
+            if window.head.round == 0:  # a record asked again is not a boundary
+                if budget is not None and self.stop_reason is None:
+                    report = self.report
+                    self.stop_reason = budget.exceeded(
+                        report.spent_prompt_tokens, report.spent_completion_tokens
+                    )
+                if self.stop_reason is not None:
+                    return
+                if self.on_boundary is not None:
+                    self.on_boundary()
             slot = window.pop()
-            yield from self._decide(slot)
+            decided = self._decide(slot)
+            if decided is None:  # asked again: it waits at the head for its next round
+                window.push_front(slot)
+                continue
+            yield from decided
             self.items_done += 1
             self.last_id = slot.item_id
             self._progress.advance()
 
-    def _decide(self, slot: Slot) -> list[Example | Rejection]:
-        """Count a finished record, store its outcome and filter its results."""
+    def _decide(self, slot: Slot) -> list[Example | Rejection] | None:
+        """Count a finished record, store its outcome and filter its results; None when a
+        strategy asks again for it (:mod:`mstudy.rounds`)."""
         report = self.report
-        if slot.record is not None:
+        if slot.record is not None and slot.round == 0:
             report.records += 1
         for name, count in slot.requests.items():
             report.strategy(name).requests += count
@@ -248,6 +273,11 @@ class StudyRun(Iterator[Example | Rejection]):
             self._outcomes.store(slot)
         results = slot.results
         items = [item for key in sorted(results) for item in results[key]]
+        if slot.record is not None:
+            child, record_id = slot.lineage.child, slot.item_id
+            for item in items:
+                if isinstance(item, Example):
+                    child(record_id, item)
         if self._filters:
             items = self._filters.apply(items)
         stats = report.strategies
@@ -257,4 +287,12 @@ class StudyRun(Iterator[Example | Rejection]):
                 (stats.get(name) or report.strategy(name)).accepted += 1
             else:
                 report.count_rejection(item)
+        if self._retrying and slot.record is not None:
+            entries = next_round(slot, items, self.study.strategies, report)
+            if entries is not None:
+                slot.held.extend(items)
+                self._retry.extend(self._answer_from_cache(entries))
+                return None
+        if slot.held:
+            items = [*slot.held, *items]
         return items

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mstudy.interfaces import Strategy
+from mstudy.lineage import ORIGINAL, Lineage
 from mstudy.records import Completion, Example, Record, Rejection, Request
 
 Results = dict[tuple[int, int], list[Example | Rejection]]
@@ -34,6 +35,14 @@ class Slot:
     cached_calls: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     """Per strategy, the calls a memoised outcome stands for: (calls, prompt, completion
     tokens)."""
+    lineage: Lineage = ORIGINAL
+    """The record's generation and parents (:mod:`mstudy.lineage`)."""
+    round: int = 0
+    """The round being asked (:mod:`mstudy.rounds`): 0 until a strategy asks again."""
+    retrying: tuple[int, ...] = ()
+    """Indexes of the strategies asked again in this round (empty in round 0)."""
+    held: list[Example | Rejection] = field(default_factory=list)
+    """Rows decided in earlier rounds, handed on with the last round's."""
 
     @property
     def finished(self) -> bool:

@@ -62,6 +62,15 @@ class Window:
         """Whether the oldest record is finished (so something can be released)."""
         return bool(self._slots) and self._slots[0].finished
 
+    @property
+    def head(self) -> Slot:
+        """The oldest record (callers check :attr:`head_finished` first)."""
+        return self._slots[0]
+
+    def push_front(self, slot: Slot) -> None:
+        """Put a record back at the head (it is asked again: :mod:`mstudy.rounds`)."""
+        self._slots.appendleft(slot)
+
     def pop(self) -> Slot:
         """Take the oldest record out (callers check :attr:`head_finished` first)."""
         return self._slots.popleft()

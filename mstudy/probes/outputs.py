@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from mstudy.probes.chart import render_chart
@@ -14,7 +15,8 @@ __all__ = ["write_outputs"]
 def write_outputs(result: ProbeResult, out: str | Path) -> list[Path]:
     """Write ``report.json``, ``table.md``, ``chart.png``, ``reversals.jsonl`` (every teacher
     reversal with its verdicts), ``training_data.json`` (what each student saw, and the
-    held-out questions) and ``world.json`` to ``out``; return the paths."""
+    held-out questions) and ``world.json`` to ``out``; return the paths. Without matplotlib
+    the chart is skipped with a RuntimeWarning that says how to install it."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -25,8 +27,14 @@ def write_outputs(result: ProbeResult, out: str | Path) -> list[Path]:
     table.write_text(result.table() + "\n", encoding="utf-8")
     written.append(table)
     chart = folder / "chart.png"
-    chart.write_bytes(render_chart(result))
-    written.append(chart)
+    try:
+        png = render_chart(result)
+    except ImportError as exc:  # matplotlib is not installed: everything else is written
+        chart.unlink(missing_ok=True)  # an older run's chart would not match this report
+        warnings.warn(f"chart.png skipped: {exc}", RuntimeWarning, stacklevel=2)
+    else:
+        chart.write_bytes(png)
+        written.append(chart)
     rows = folder / "reversals.jsonl"
     rows.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.reversals),

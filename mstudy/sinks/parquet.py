@@ -271,6 +271,8 @@ def known_column_types(pa: Any) -> dict[str, Any]:
         [
             ("source_id", pa.string()),
             ("source_ids", pa.list_(pa.string())),
+            ("generation", pa.int64()),
+            ("parents", pa.list_(pa.string())),
             ("strategy", pa.string()),
             ("strategy_version", pa.string()),
             ("template_hash", pa.string()),

@@ -14,15 +14,38 @@ user message (plus optional ``system`` and few-shot ``examples``) and implements
             if not question.endswith("?"):
                 return Reject("not a question", question[:80])
             return {"input": variables["text"], "text": question}
+
+A strategy whose replies are JSON declares a ``response_schema`` (a JSON Schema mapping, or
+a pydantic model class) and implements ``check_json``, which gets the decoded reply::
+
+    class Capital(TemplateStrategy):
+        name = "capital"
+        template = "Which country and capital does this sentence name? {{ text }}"
+        response_schema = {
+            "type": "object",
+            "properties": {"country": {"type": "string"}, "capital": {"type": "string"}},
+            "required": ["country", "capital"],
+        }
+
+        def check_json(self, variables, data):
+            return {"input": variables["text"], "text": f"{data['capital']}, {data['country']}"}
+
+The schema is checked when the strategy is built (a :class:`ConfigError` naming the strategy
+when it is not valid JSON Schema) and goes into every request's params: teachers that can
+constrain decoding do, and the engine's parse step validates every reply against it either
+way (reason ``schema``) before ``check_json`` sees it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from mstudy._hashing import stable_hash
+from mstudy._schema import schema_text
 from mstudy._templates import render
 from mstudy.errors import ConfigError, RecordError
 from mstudy.records import (
@@ -60,6 +83,9 @@ class TemplateStrategy:
         prefill: a template for the start of the reply (``""`` turns the default off).
         accept_truncated: keep replies cut off at ``max_new_tokens``.
         max_input_chars: reject records whose fields are longer than this.
+        response_schema: a JSON Schema (mapping or JSON text) or a pydantic model class the
+            replies must satisfy; overrides the class's ``response_schema`` and a
+            ``response_schema`` in ``params``. A schema strategy has no prefill.
     """
 
     name: ClassVar[str] = ""
@@ -70,6 +96,8 @@ class TemplateStrategy:
     template: ClassVar[str] = "{{ text }}"
     examples: ClassVar[Sequence[FewShot]] = ()
     prefill: ClassVar[str | None] = None
+    response_schema: ClassVar[Any] = None
+    """A JSON Schema (mapping) or a pydantic model class: replies are JSON of that schema."""
     default_params: ClassVar[GenerationParams] = GenerationParams()
     memoizable: ClassVar[bool] = True
     """Whether a record's outcome may be memoised (:mod:`mstudy._memo`): true when requests
@@ -87,6 +115,7 @@ class TemplateStrategy:
         prefill: str | None = None,
         accept_truncated: bool = False,
         max_input_chars: int = 20_000,
+        response_schema: Any = None,
     ) -> None:
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}", parameter="n")
@@ -114,6 +143,19 @@ class TemplateStrategy:
         else:
             merged = {**self.default_params.to_dict(), **dict(params or {})}
             self.params = GenerationParams.from_mapping(merged)
+        declared = self.response_schema if response_schema is None else response_schema
+        if declared is None:
+            declared = self.params.response_schema
+        if declared is not None:
+            text = schema_text(declared, owner=f"strategy {self.name!r}")
+            self.params = dataclasses.replace(self.params, response_schema=text)
+            if self._prefill:
+                raise ConfigError(
+                    f"strategy {self.name!r}: a response_schema and a prefill cannot go "
+                    "together (the reply must be JSON from its first character); pass "
+                    "prefill=''",
+                    parameter="prefill",
+                )
         self.accept_truncated = accept_truncated
         self.max_input_chars = max_input_chars
         self._turns: tuple[Message, ...] | None = None
@@ -229,24 +271,46 @@ class TemplateStrategy:
         if completion.finish_reason == "length" and not self.accept_truncated:
             return reject("truncated", f"reply hit max_new_tokens={request.params.max_new_tokens}")
         text = completion.text.strip()
-        if not text:
-            return reject("empty reply")
-        if is_refusal(text):
-            return reject("refusal", text[:120])
         variables = dict(request.variables) or self.variables(record)
-        verdict = self.check(variables, text)
+        if request.params.response_schema is not None:
+            # the engine has validated the reply against the schema; here it is decoded
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                return reject("schema", f"not JSON: {exc}")
+            verdict = self.check_json(variables, data)
+        elif not text:
+            return reject("empty reply")
+        elif is_refusal(text):
+            return reject("refusal", text[:120])
+        else:
+            verdict = self.check(variables, text)
         if isinstance(verdict, Reject):
             return reject(verdict.reason, verdict.detail)
         rows = [verdict] if isinstance(verdict, Mapping) else list(verdict)
-        return [
-            Example.from_completion(request, completion, fields, i) for i, fields in enumerate(rows)
-        ]
+        out: list[Example | Rejection] = []
+        for i, fields in enumerate(rows):  # i numbers the rows, kept or not: stable ids
+            if isinstance(fields, Reject):
+                out.extend(reject(fields.reason, fields.detail))
+            else:
+                out.append(Example.from_completion(request, completion, fields, i))
+        return out
 
     def check(
         self, variables: Mapping[str, Any], text: str
-    ) -> Mapping[str, Any] | Sequence[Mapping[str, Any]] | Reject:
-        """Validate a reply: return the example's fields (or several), or a :class:`Reject`."""
+    ) -> Mapping[str, Any] | Sequence[Mapping[str, Any] | Reject] | Reject:
+        """Validate a reply: return the example's fields, or a :class:`Reject`; or a sequence
+        of both (one reply may give several rows, some of them turned down)."""
         return {"input": variables.get("text"), "text": text, "answer": None}
+
+    def check_json(
+        self, variables: Mapping[str, Any], data: Any
+    ) -> Mapping[str, Any] | Sequence[Mapping[str, Any] | Reject] | Reject:
+        """Validate a schema reply, decoded (``data`` satisfies the response schema): return
+        the example's fields (or several), or a :class:`Reject`. By default the row keeps
+        the reply as JSON text in ``text`` and the decoded value in ``data``."""
+        text = json.dumps(data, ensure_ascii=False)
+        return {"input": variables.get("text"), "text": text, "answer": None, "data": data}
 
 
 def _few_shot(item: FewShot | Mapping[str, Any]) -> FewShot:

@@ -45,6 +45,7 @@ import math
 import os
 import queue
 import random
+import re
 import threading
 import time
 import urllib.request
@@ -229,6 +230,10 @@ class RemoteTeacher:
         max_consecutive_failures: requests in a row that fail for good on connection errors,
             timeouts, 401, 403, 404 or unexpected errors before ``generate`` gives up with a
             ``TeacherError`` (at once when the server was never reached).
+        structured_output: send a request's response schema as ``response_format``
+            (``{"type": "json_schema", "json_schema": {..., "strict": true}}``, which vLLM,
+            SGLang and OpenAI accept) so that the server constrains decoding to it. Turn it
+            off for a server without the feature; replies are validated either way.
     """
 
     def __init__(
@@ -249,6 +254,7 @@ class RemoteTeacher:
         extra_body: Mapping[str, Any] | None = None,
         prefill_mode: PrefillMode = "continue",
         max_consecutive_failures: int = 3,
+        structured_output: bool = True,
     ) -> None:
         if base_url is not None and provider is not None:
             raise ConfigError(
@@ -321,6 +327,7 @@ class RemoteTeacher:
         self.extra_body = dict(extra_body or {})
         self.prefill_mode: PrefillMode = prefill_mode
         self.max_consecutive_failures = max_consecutive_failures
+        self.structured_output = bool(structured_output)
         self._api_key = self._resolve_key(api_key, api_key_env)
 
         self._lock = threading.Lock()
@@ -354,9 +361,17 @@ class RemoteTeacher:
                     "model": model,
                     "prefill_mode": self.prefill_mode,
                     "extra_body": self.extra_body,
+                    # only when off, so that fingerprints made before it existed still hold
+                    **({} if self.structured_output else {"structured_output": False}),
                 }
             )
         return self._fingerprint
+
+    @property
+    def constrains_schema(self) -> bool:
+        """Whether the server is asked to constrain replies to a request's response schema
+        (:class:`~mstudy.interfaces.SchemaConstrained`)."""
+        return self.structured_output
 
     def __repr__(self) -> str:
         where = f"base_url={self.base_url!r}" if self.base_url else f"provider={self.provider!r}"
@@ -579,6 +594,8 @@ class RemoteTeacher:
         assert self._semaphore is not None and self._limiter is not None
         messages = request.chat()
         body = dict(self.extra_body)
+        if request.params.response_schema is not None and self.structured_output:
+            body["response_format"] = _response_format(request)
         if request.prefill is not None:
             messages.append({"role": "assistant", "content": request.prefill})
             if self.prefill_mode == "continue":
@@ -775,6 +792,15 @@ class RemoteTeacher:
         else:
             reason = f"{rule.reason}: {type(exc).__name__}: {str(exc) or type(exc).__name__}"
         return RemoteCallError(self._redact(reason), retryable=rule.retryable, kind=rule.kind)
+
+
+def _response_format(request: Request) -> dict[str, Any]:
+    """The OpenAI ``response_format`` of a request with a response schema."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.strategy)[:64] or "response"
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": request.params.schema(), "strict": True},
+    }
 
 
 class _Answer(NamedTuple):

@@ -34,6 +34,10 @@ class ScriptedTeacher:
     The reply starts with the request's prefill (added when missing), is cut at the first stop
     string, and at ``max_new_tokens`` whitespace tokens (``finish_reason="length"``). Token
     counts are whitespace tokens.
+
+    It cannot constrain a reply to a request's response schema and does not declare
+    :class:`~mstudy.interfaces.SchemaConstrained`: the parse step validates its replies as
+    any teacher's, so a script that writes the wrong JSON exercises the ``schema`` rejection.
     """
 
     name = "scripted"

@@ -23,6 +23,17 @@ device. What can still differ between batch compositions is floating-point round
 logits (padding changes matrix shapes), which may flip a token only where two tokens are tied
 to ~1e-6; the same requests run twice with the same settings give identical outputs.
 Requests without a seed draw their generator's seed from the OS (not reproducible).
+
+Structured output
+-----------------
+A request whose params carry a response schema is decoded under that schema's grammar with
+xgrammar (the ``structured`` extra): a per-row logits processor masks every token the JSON
+schema does not allow at that point, so the reply is valid JSON of the schema (unless it hits
+``max_new_tokens`` first). Rows without a schema in the same batch are left alone. Grammars
+are compiled once per schema; a schema xgrammar cannot compile is decoded without constraint
+(with a warning), and the parse step validates every reply either way. Without xgrammar, a
+schema request is a ``TeacherError`` naming the install command, unless
+``structured_output=False`` says to decode freely.
 """
 
 from __future__ import annotations
@@ -157,6 +168,69 @@ class _RowSampler:
         return out
 
 
+class _GrammarRows:
+    """Logits processor: each row with a grammar matcher may only pick tokens it allows.
+
+    The matcher of a row is fed the token chosen at the previous step; a row whose matcher
+    has terminated (it accepted an end-of-sequence token) or refused a token (the row ended
+    by a stop string and is being padded) is left alone from then on. Tokens holding a raw
+    control character (``banned``) are masked too: xgrammar's JSON strings admit them, strict
+    JSON does not (they must be escaped), and compact JSON needs none outside strings.
+    """
+
+    def __init__(self, matchers: list[Any], vocab_size: int, banned: Any) -> None:
+        import xgrammar
+
+        self.banned = banned
+        self.matchers = matchers
+        self.live = [i for i, m in enumerate(matchers) if m is not None]
+        self.vocab_size = vocab_size
+        self.bitmask = xgrammar.allocate_token_bitmask(len(matchers), vocab_size)
+        self.first = True
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import xgrammar
+
+        if not self.first:
+            last = input_ids[:, -1].tolist()
+            self.live = [
+                i
+                for i in self.live
+                if not self.matchers[i].is_terminated() and self.matchers[i].accept_token(last[i])
+            ]
+        self.first = False
+        rows = [i for i in self.live if not self.matchers[i].is_terminated()]
+        if not rows:
+            return scores
+        for i in rows:
+            self.matchers[i].fill_next_token_bitmask(self.bitmask, i)
+        xgrammar.apply_token_bitmask_inplace(
+            scores,
+            self.bitmask.to(scores.device),
+            vocab_size=min(self.vocab_size, scores.shape[-1]),
+            indices=rows,
+        )
+        if self.banned.numel():
+            import torch
+
+            index = torch.tensor(rows, device=scores.device)[:, None]
+            scores[index, self.banned.to(scores.device)[None, :]] = float("-inf")
+        return scores
+
+
+def _control_tokens(info: Any) -> Any:
+    """Ids of the tokens (special ones aside) whose bytes hold a control character."""
+    import torch
+
+    special = set(info.special_token_ids) | set(info.stop_token_ids)
+    ids = [
+        i
+        for i, piece in enumerate(info.decoded_vocab)
+        if i not in special and any(byte < 0x20 for byte in piece)
+    ]
+    return torch.tensor(ids, dtype=torch.long)
+
+
 class _StopTracker:
     """Stopping criterion: ends a row at its first stop string; records where rows ended.
 
@@ -242,6 +316,9 @@ class TransformersTeacher:
         max_window: how many requests are pulled ahead to form batches (default 4 batches).
         model_id: a name that identifies the model in the fingerprint instead of its files
             (e.g. the distribution and file it came from).
+        structured_output: constrain the replies of requests with a response schema with
+            xgrammar (needs ``pip install 'mstudy[structured]'``); off, they are decoded freely
+            and only validated.
 
     The model's own ``generation_config`` sampling defaults are ignored: each request's
     ``params`` decide. ``prompt_tokens`` counts the prompt including the prefill;
@@ -265,6 +342,7 @@ class TransformersTeacher:
         trust_remote_code: bool = False,
         max_window: int | None = None,
         model_id: str | None = None,
+        structured_output: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -298,6 +376,10 @@ class TransformersTeacher:
         self.trust_remote_code = trust_remote_code
         self.max_window = max_window or 4 * batch_size
         self.model_id = model_id
+        self.structured_output = bool(structured_output)
+        self._grammars: dict[str, Any] = {}
+        self._grammar_compiler: Any = None
+        self._banned: Any = None
         self._device: str | None = None
         self._fingerprint: str | None = None
         self._pad_id = 0
@@ -373,9 +455,21 @@ class TransformersTeacher:
                     "dtype": self.dtype,
                     "prompt": prompt_format,
                     "decoding": DECODING,
+                    # only when off, so that fingerprints made before it existed still hold
+                    **({} if self.structured_output else {"schema": "unconstrained"}),
                 },
             )
         return self._fingerprint
+
+    @property
+    def constrains_schema(self) -> bool:
+        """Whether replies to schema requests are constrained (xgrammar installed and
+        ``structured_output`` on): :class:`~mstudy.interfaces.SchemaConstrained`."""
+        if not self.structured_output:
+            return False
+        import importlib.util
+
+        return importlib.util.find_spec("xgrammar") is not None
 
     def _model_identity(self) -> Any:
         if self.model_id is not None:
@@ -577,6 +671,16 @@ class TransformersTeacher:
                 self.fingerprint,
                 len(ids),
             )
+        if (
+            request.params.response_schema is not None
+            and self.structured_output
+            and not self.constrains_schema
+        ):
+            raise TeacherError(
+                "a request has a response schema, and constraining decoding to it needs "
+                "xgrammar: pip install 'mstudy[structured]' (or pass structured_output=False "
+                "to decode freely; replies are validated either way)"
+            )
         stops = tuple(request.params.stop)
         if self.raw_prompt:
             stops += RAW_PROMPT_STOPS
@@ -670,6 +774,62 @@ class TransformersTeacher:
 
             torch.cuda.empty_cache()
 
+    # -- structured output -----------------------------------------------------------------
+
+    def _vocab_size(self) -> int:
+        """Rows of the model's output layer (the logits' width; may exceed the tokenizer's)."""
+        embeddings = self._model.get_output_embeddings()
+        if embeddings is not None and getattr(embeddings, "weight", None) is not None:
+            return int(embeddings.weight.shape[0])
+        return int(getattr(self._model.config, "vocab_size", 0) or len(self._tokenizer))
+
+    def _grammar(self, schema: str) -> Any:
+        """The compiled grammar of ``schema`` (None when xgrammar cannot compile it)."""
+        if schema not in self._grammars:
+            import xgrammar
+
+            if self._grammar_compiler is None:
+                info = xgrammar.TokenizerInfo.from_huggingface(
+                    self._tokenizer,
+                    vocab_size=self._vocab_size(),
+                    stop_token_ids=sorted(self._eos_ids) or None,
+                )
+                self._grammar_compiler = xgrammar.GrammarCompiler(info)
+                self._banned = _control_tokens(info)
+            try:
+                grammar = self._grammar_compiler.compile_json_schema(
+                    schema, any_whitespace=False, strict_mode=True
+                )
+            except Exception as exc:
+                log.warning(
+                    "xgrammar cannot compile a response schema (%s: %s); its requests are "
+                    "decoded without constraint and validated afterwards",
+                    type(exc).__name__,
+                    exc,
+                )
+                grammar = None
+            self._grammars[schema] = grammar
+        return self._grammars[schema]
+
+    def _matchers(self, batch: Sequence[_Item]) -> list[Any]:
+        """A fresh grammar matcher for each row with a response schema (None for the rest)."""
+        schemas = [item.request.params.response_schema for item in batch]
+        if all(schema is None for schema in schemas):
+            return [None] * len(batch)
+        if not self.structured_output:
+            return [None] * len(batch)
+        import xgrammar
+
+        matchers: list[Any] = []
+        for item, schema in zip(batch, schemas, strict=True):
+            grammar = None if schema is None else self._grammar(schema)
+            matcher = None if grammar is None else xgrammar.GrammarMatcher(grammar)
+            prefill = item.request.prefill
+            if matcher is not None and prefill and not matcher.accept_string(prefill):
+                matcher = None  # the prefill already leaves the schema; validated later
+            matchers.append(matcher)
+        return matchers
+
     def _generate_batch(self, batch: Sequence[_Item], teacher: str) -> list[Completion]:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -695,6 +855,9 @@ class TransformersTeacher:
             processors.append(
                 _RowSampler([p.temperature for p in params], [p.top_p for p in params], seeds)
             )
+        matchers = self._matchers(batch)
+        if any(m is not None for m in matchers):
+            processors.insert(0, _GrammarRows(matchers, self._vocab_size(), self._banned))
         tracker = _StopTracker(tokenizer, width, [item.stops for item in batch], self._eos_ids)
         criteria = StoppingCriteriaList([tracker] if any(item.stops for item in batch) else [])
         config = copy.deepcopy(self._generation_config)

@@ -347,3 +347,74 @@ def test_study_by_plugin_name_from_a_toml_config(llama_cpp: None, tmp_path: Path
     turned_down = (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
     assert len(kept) + len(turned_down) == 2
     assert all(json.loads(r)["provenance"]["teacher"] for r in kept)
+
+
+# -- structured output ------------------------------------------------------------------------
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 40},
+        "born": {"type": "integer"},  # llama-cpp-python's converter ignores minimum/maximum
+        "field": {"type": "string", "enum": ["physics", "chemistry", "music"]},
+    },
+    "required": ["name", "born", "field"],
+    "additionalProperties": False,
+}
+
+
+def test_declares_schema_constraint_truthfully(gguf: Path) -> None:
+    from mstudy.interfaces import SchemaConstrained
+
+    assert isinstance(LlamaCppTeacher(gguf), SchemaConstrained)
+    assert LlamaCppTeacher(gguf).constrains_schema
+    assert not LlamaCppTeacher(gguf, structured_output=False).constrains_schema
+
+
+def test_schema_requests_are_decoded_under_the_json_schema_grammar(
+    teacher: LlamaCppTeacher,
+) -> None:
+    from mstudy._schema import check_reply
+
+    prompts = ["Tell me about Marie Curie.", "Who was Mozart?", "Describe a chemist, briefly."]
+    requests = [
+        # as JSON text: a mapping would be stored with sorted keys, losing the property order
+        ask(p, max_new_tokens=80, temperature=0.8, seed=i, response_schema=json.dumps(PERSON))
+        for i, p in enumerate(prompts)
+    ]
+    completions = run(teacher, *requests)
+    for request in requests:
+        completion = completions[request.key]
+        assert completion.finish_reason == "stop", completion.text
+        verdict = check_reply(request.params.response_schema or "", completion.text)
+        assert verdict.ok, (completion.text, verdict.problem)
+        assert list(verdict.value) == ["name", "born", "field"]  # in the schema's order
+
+
+def test_without_the_constraint_the_same_requests_are_free_text(llama_cpp: None) -> None:
+    with LlamaCppTeacher(n_ctx=1024, structured_output=False) as free:
+        request = ask("Who was Mozart?", max_new_tokens=24, response_schema=PERSON)
+        text = run(free, request)[request.key].text
+    assert not text.lstrip().startswith("{"), text
+
+
+def test_facts_study_on_llama_cpp_keeps_only_checked_facts(
+    teacher: LlamaCppTeacher, tmp_path: Path
+) -> None:
+    from mstudy import Study
+    from mstudy.strategies.facts import Facts
+
+    records = [
+        {"id": "curie", "text": "Marie Curie discovered polonium in Paris."},
+        {"id": "tower", "text": "The Zorvath Tower stands in the city of Meridia."},
+    ]
+    out, rejects = tmp_path / "facts.jsonl", tmp_path / "rejects.jsonl"
+    report = Study(teacher, [Facts()], sinks=[out], rejects=rejects).run(records)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rejected = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert report.accepted == len(rows) and report.rejected == len(rejected)
+    # the grammar holds: a schema rejection can only be a reply that ran out of tokens
+    assert all("cut off" in r["detail"] for r in rejected if r["reason"] == "schema"), rejected
+    for row in rows:
+        source = next(r["text"] for r in records if r["id"] == row["source_id"]).casefold()
+        assert row["subject"].casefold() in source and row["object"].casefold() in source

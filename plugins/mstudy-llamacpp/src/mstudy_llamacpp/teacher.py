@@ -8,6 +8,12 @@ metadata, rendered in a jinja2 sandbox), the prefill is appended, and llama.cpp 
 request at a time. Sampling uses the request's temperature and top-p; the sampler is seeded
 with ``Request.seed``, so a seeded sample is the same whatever ran before it. llama.cpp's own
 extra samplers (top-k, min-p, repetition penalty) are off unless set on the teacher.
+
+A request with a response schema (``params.response_schema``) is decoded under llama.cpp's
+grammar for that JSON Schema (``LlamaGrammar.from_json_schema``, built once per schema), so
+the reply is JSON of the schema unless it hits ``max_new_tokens`` first. The grammar starts at
+the reply's first character: a request that also has a prefill is decoded without it (and,
+like every reply, validated by mstudy's parse step).
 """
 
 from __future__ import annotations
@@ -47,6 +53,23 @@ def _describe(request: Request) -> str:
     return f"request {request.key} ({strategy} sample {request.sample}{record})"
 
 
+_LOOSE_CHAR = r'char ::= [^"\\]'
+_STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
+
+
+def _json_schema_grammar(schema: str, verbose: bool) -> Any:
+    """llama.cpp's grammar of a JSON Schema, with strict JSON strings.
+
+    llama-cpp-python's converter lets a string hold raw control characters (a newline, say),
+    which strict JSON forbids (they must be escaped); its ``char`` rule is made llama.cpp's
+    own, which excludes them.
+    """
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(schema).replace(_LOOSE_CHAR, _STRICT_CHAR, 1)
+    return LlamaGrammar.from_string(gbnf, verbose=verbose)
+
+
 class LlamaCppTeacher:
     """A GGUF model run by llama.cpp in this process.
 
@@ -65,6 +88,8 @@ class LlamaCppTeacher:
             off by default (0, 0.0, 1.0).
         cache_dir: where hub downloads go (the Hugging Face cache when None).
         verbose: let llama.cpp print its logs.
+        structured_output: constrain replies to a request's response schema with a grammar
+            (off: decoded freely, validated afterwards).
 
     The fingerprint covers the model file's content (its size, first and last MiB, not its
     name or path), the chat template, ``n_ctx`` and the samplers; not threads or GPU layers.
@@ -87,6 +112,7 @@ class LlamaCppTeacher:
         repeat_penalty: float = 1.0,
         cache_dir: str | os.PathLike[str] | None = None,
         verbose: bool = False,
+        structured_output: bool = True,
     ) -> None:
         if n_ctx < 16:
             raise ValueError(f"n_ctx must be >= 16, got {n_ctx}")
@@ -111,6 +137,8 @@ class LlamaCppTeacher:
         self.repeat_penalty = repeat_penalty
         self.cache_dir = cache_dir
         self.verbose = verbose
+        self.structured_output = bool(structured_output)
+        self._grammars: dict[str, Any] = {}
         self._llama: Any = None
         self._formatter: Any = None
         self._fingerprint: str | None = None
@@ -241,9 +269,36 @@ class LlamaCppTeacher:
                         "repeat_penalty": self.repeat_penalty,
                         "typical_p": 1.0,
                     },
+                    # only when off, so that fingerprints made before it existed still hold
+                    **({} if self.structured_output else {"schema": "unconstrained"}),
                 },
             )
         return self._fingerprint
+
+    @property
+    def constrains_schema(self) -> bool:
+        """Whether replies are constrained to a request's response schema (mstudy's
+        ``SchemaConstrained`` capability)."""
+        return self.structured_output
+
+    def _grammar(self, request: Request) -> Any:
+        """llama.cpp's grammar for the request's response schema (None without one)."""
+        schema = request.params.response_schema
+        if schema is None or not self.structured_output or request.prefill:
+            return None
+        if schema not in self._grammars:
+            try:
+                grammar: Any = _json_schema_grammar(schema, self.verbose)
+            except Exception as exc:
+                log.warning(
+                    "llama.cpp cannot make a grammar of a response schema (%s: %s); its "
+                    "requests are decoded without constraint and validated afterwards",
+                    type(exc).__name__,
+                    exc,
+                )
+                grammar = None
+            self._grammars[schema] = grammar
+        return self._grammars[schema]
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -316,6 +371,7 @@ class LlamaCppTeacher:
                 repeat_penalty=self.repeat_penalty,
                 stop=list(stops),
                 seed=seed,
+                grammar=self._grammar(request),
             )
         except Exception as exc:
             return self._error(request, f"{type(exc).__name__}: {exc}", teacher, len(tokens))
