@@ -16,6 +16,7 @@
     ├── RecordError                  a source record is unusable   .record_id .field .reason
     ├── TemplateError                a template does not parse or render
     ├── TeacherError                 a teacher backend failed as a whole (not one request)
+    │   └── StartupError             a teacher's engine did not start  .teacher .timeout .elapsed
     ├── RemoteCallError              one call to a remote teacher failed
     │                                  .kind .retryable .status .retry_after
     ├── SinkError                    a sink could not write or commit its output
@@ -234,6 +235,39 @@ class TeacherError(MstudyError, RuntimeError):
     """A teacher backend cannot work at all (model missing, server down for good)."""
 
 
+class StartupError(TeacherError):
+    """A teacher's engine did not start: it failed, or ran past its start-up timeout.
+
+    ``teacher`` names the backend; ``timeout`` is the limit in seconds when start-up ran past
+    it (None when it failed first); ``elapsed`` the seconds it took; ``detail`` the engine's
+    own reason when it gave one. The processes it had started are gone when this is raised.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        teacher: str,
+        timeout: float | None = None,
+        elapsed: float | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.teacher = teacher
+        self.timeout = timeout
+        self.elapsed = elapsed
+        self.detail = detail
+
+    def __reduce__(self) -> Any:
+        data = (self.teacher, self.timeout, self.elapsed, self.detail)
+        return (_rebuild_startup, (type(self), self.args[0] if self.args else "", *data))
+
+
+def _rebuild_startup(cls: type[StartupError], message: str, *data: Any) -> StartupError:
+    teacher, timeout, elapsed, detail = data
+    return cls(message, teacher=teacher, timeout=timeout, elapsed=elapsed, detail=detail)
+
+
 RemoteFailureKind = Literal["unreachable", "timeout", "http", "response", "other"]
 
 
@@ -333,6 +367,7 @@ __all__ = [
     "RemoteCallError",
     "SandboxError",
     "SinkError",
+    "StartupError",
     "TeacherError",
     "TemplateError",
     "WorldError",
