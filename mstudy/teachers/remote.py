@@ -68,7 +68,7 @@ __all__ = ["RemoteTeacher"]
 logger = logging.getLogger(__name__)
 
 PrefillMode = Literal["continue", "assistant"]
-Concurrency = int | Literal["adaptive"] | tuple[int, int] | Sequence[int]
+Concurrency = int | Literal["adaptive"] | tuple[int, int]
 
 ADAPTIVE_BOUNDS = (1, 256)
 """``concurrency="adaptive"``: the window's bounds per server."""
@@ -321,7 +321,7 @@ class RemoteTeacher:
         """Every server's URL, shown the same way."""
         self.provider = provider
         self.concurrency: Concurrency = (
-            concurrency if isinstance(concurrency, (int, str)) else tuple(concurrency)
+            concurrency if isinstance(concurrency, (int, str)) else self._bounds
         )
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
