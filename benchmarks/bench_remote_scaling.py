@@ -328,6 +328,34 @@ def client_latencies(
         return list(server.latencies)
 
 
+def bench_overhead(args: argparse.Namespace) -> None:
+    """The client's own cost, apart from any model: the teacher and the plain client against
+    the test stub (tests/openai_stub.py) answering every request after a fixed delay, so
+    the ideal is ``requests * delay / window`` seconds; the rest is the client's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from openai_stub import StubServer
+
+    delay = args.delay
+    print("\n| window | requests | ideal s | plain s | teacher s | teacher / plain |")
+    print("|---|---:|---:|---:|---:|---:|")
+    with StubServer(("smollm2",)) as stub:
+        stub.default_directives = f"@delay={delay}"
+        for window in [int(x) for x in args.windows.split(",")]:
+            count = max(40, 20 * window)
+            requests = make_requests(count, 8)
+            walls: dict[str, list[float]] = {"plain": [], "teacher": []}
+            for who in ("plain", "teacher", "teacher", "plain"):
+                if who == "plain":
+                    walls[who].append(run_plain(stub.url, "smollm2", requests, window)["wall"])
+                else:
+                    walls[who].append(run_teacher([stub.url], "smollm2", requests, window)["wall"])
+            plain, teacher = min(walls["plain"]), min(walls["teacher"])
+            print(
+                f"| {window} | {count} | {count * delay / window:.2f} | {plain:.2f} |"
+                f" {teacher:.2f} | {plain / teacher:.2f}x |"
+            )
+
+
 def server_e2e(metrics_url: str) -> tuple[float, float]:
     """vLLM's ``vllm:e2e_request_latency_seconds`` sum and count so far."""
     total = count = 0.0
@@ -342,7 +370,7 @@ def server_e2e(metrics_url: str) -> tuple[float, float]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("what", choices=("windows", "servers", "profile"))
+    parser.add_argument("what", choices=("windows", "servers", "profile", "overhead"))
     parser.add_argument("--base-url", action="append", default=[], help="running server(s)")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--requests", type=int, default=96)
@@ -350,8 +378,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--windows", default="1,8,32,64")
     parser.add_argument("--repeats", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--delay", type=float, default=0.05, help="overhead: the stub's delay")
     args = parser.parse_args(argv)
-    {"windows": bench_windows, "servers": bench_servers, "profile": bench_profile}[args.what](args)
+    benches = {
+        "windows": bench_windows,
+        "servers": bench_servers,
+        "profile": bench_profile,
+        "overhead": bench_overhead,
+    }
+    benches[args.what](args)
 
 
 if __name__ == "__main__":

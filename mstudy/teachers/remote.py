@@ -694,6 +694,7 @@ class RemoteTeacher:
             finally:
                 dispatch.release(server)
             moved = self._note_failed_attempt(server, failure)
+            dispatch.wake()  # its state may have changed what the waiting requests can use
             if moved and moves < len(self._servers) - 1:
                 moves += 1  # it never reached that server: another one gets it, free
                 continue
