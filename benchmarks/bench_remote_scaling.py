@@ -115,8 +115,16 @@ def run_plain(url: str, model: str, requests: Sequence[Request], window: int) ->
                     "seed": request.seed,
                 }
                 async with semaphore:
-                    started = time.monotonic()
-                    response = await client.post(f"{url}/chat/completions", json=payload)
+                    for attempt in range(3):  # a busy vLLM answers 500 or drops a
+                        started = time.monotonic()  # kept-alive connection now and then
+                        try:
+                            response = await client.post(f"{url}/chat/completions", json=payload)
+                        except httpx2.TransportError:
+                            if attempt == 2:
+                                raise
+                            continue
+                        if response.status_code < 500 or attempt == 2:
+                            break
                     response.raise_for_status()
                     latencies.append(time.monotonic() - started)
                     tokens += int(response.json()["usage"]["completion_tokens"])

@@ -6,9 +6,10 @@
    throughput keeps rising with it: the *elasticity* ``d ln(throughput) / d ln(in flight)``
    stays at or above :data:`MIN_ELASTICITY`. A batching server (vLLM) scales almost linearly
    at first (elasticity near 1: its per-token latency stays flat) and not at all past its knee
-   (elasticity near 0: each request just waits longer). The first doubling that does not pay
-   is undone; the per-token latency at the knee, plus :data:`LATENCY_TOLERANCE`, becomes the
-   latency target.
+   (elasticity near 0: each request just waits longer). After the first doubling that does
+   not pay, the window goes to the geometric middle of the last two (the knee lies between
+   them), and the per-token latency of the smaller one, plus :data:`LATENCY_TOLERANCE`,
+   becomes the latency target.
 2. **Steady state (AIMD on latency).** Each epoch the window grows by 10% (at least 1) while
    per-token latency stays under the target, and shrinks by 20% when it climbs above it
    (another client loads the server). When three cuts in a row did not bring latency down,
@@ -194,9 +195,11 @@ class AdaptiveWindow:
             elasticity = math.log(now.throughput / previous.throughput) / step
             if elasticity >= MIN_ELASTICITY:
                 return self._set(self._size * 2)
-            self.slow_start = False  # the last doubling did not pay: back to the knee
+            # The last doubling did not pay: the knee lies between the two windows. Go to
+            # their geometric middle; the steady state explores from there.
+            self.slow_start = False
             self.target = previous.latency * (1 + LATENCY_TOLERANCE)
-            return self._set(self._size / 2)
+            return self._set(self._size / math.sqrt(2))
         if self.target is None:  # left slow start on an overload: the first steady epoch
             self.target = now.latency * (1 + LATENCY_TOLERANCE)
         if now.latency > self.target:
