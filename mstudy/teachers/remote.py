@@ -805,7 +805,10 @@ class RemoteTeacher:
         self, server: Server, messages: list[dict[str, str]], request: Request, body: dict[str, Any]
     ) -> _Answer:
         """One attempt: the server's answer, read; raises for anything else."""
-        if self._http is not None and server.url is not None:
+        if server.url is not None:
+            if self._http is None:  # closed while this request was on its way: abandon it
+                raise asyncio.CancelledError
+
             payload: dict[str, Any] = {
                 "model": self.model,
                 "messages": messages,
@@ -829,6 +832,8 @@ class RemoteTeacher:
                     f"unreadable answer (not JSON): {exc}", retryable=True, kind="response"
                 ) from exc
             return _read_json_answer(data)
+        if self._client is None:  # closed while this request was on its way
+            raise asyncio.CancelledError
         output = await self._client.chat_completion(
             messages,
             model=self.model,
