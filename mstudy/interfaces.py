@@ -13,9 +13,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mstudy.records import Completion, Example, GenerationParams, Record, Rejection, Request
+
+if TYPE_CHECKING:
+    from mstudy.report import EndpointStats
 
 
 @runtime_checkable
@@ -188,6 +191,15 @@ class Discounted(Protocol):
 
 
 @runtime_checkable
+class ReportsEndpoints(Protocol):
+    """A teacher that spreads requests over servers and counts, per server, what it sent,
+    what came back and its concurrency window. A study puts them in its report; ``reset``
+    starts the counts afresh (a new run) and keeps what the teacher learned."""
+
+    def endpoint_stats(self, *, reset: bool = False) -> list[EndpointStats]: ...
+
+
+@runtime_checkable
 class Closable(Protocol):
     """Holds resources (a model, a connection pool, temporary files) that ``close`` frees."""
 
@@ -212,7 +224,7 @@ CORE: dict[str, type] = {
 """The protocol a plugin of each kind must satisfy."""
 
 CAPABILITIES: dict[str, tuple[type, ...]] = {
-    "teachers": (TokenCounter, SchemaConstrained, Discounted, Closable),
+    "teachers": (TokenCounter, SchemaConstrained, Discounted, ReportsEndpoints, Closable),
     "strategies": (Fingerprinted, Memoizable, Parametrised),
     "filters": (Fingerprinted, Resettable, Stateful, BatchFilter, Closable),
     "sinks": (Preparable,),
@@ -261,6 +273,7 @@ __all__ = [
     "Memoizable",
     "Parametrised",
     "Preparable",
+    "ReportsEndpoints",
     "Resettable",
     "SchemaConstrained",
     "Sink",

@@ -88,6 +88,130 @@ class RoundStats:
 
 
 @dataclass
+class EndpointStats:
+    """What one server of the teacher did: requests sent there, answers, failures, latency,
+    tokens, its state at the end and its concurrency window (:mod:`mstudy.teachers.remote`)."""
+
+    url: str
+    """As shown to people: credentials and query values are ``***``."""
+    state: str = "up"
+    """``up``; ``down``: failing, requests go to the other servers while there are some."""
+    requests: int = 0
+    """Attempts sent (retries included)."""
+    answered: int = 0
+    errors: int = 0
+    """Attempts that failed (each retry counts)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_mean_s: float = 0.0
+    latency_p95_s: float = 0.0
+    """Over answered attempts; after a resumed run, the higher of its parts'."""
+    trips: int = 0
+    """Times it was taken out of the rotation."""
+    last_error: str = ""
+    window: dict[str, Any] = field(default_factory=dict)
+    """``mode`` (fixed, adaptive), ``min``, ``max``, ``final``, time-weighted ``mean``,
+    ``seconds`` and ``series`` (``[seconds from the start, window]`` at each change)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "state": self.state,
+            "requests": self.requests,
+            "answered": self.answered,
+            "errors": self.errors,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_mean_s": self.latency_mean_s,
+            "latency_p95_s": self.latency_p95_s,
+            "trips": self.trips,
+            "last_error": self.last_error,
+            "window": self.window,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EndpointStats:
+        return cls(
+            url=str(data["url"]),
+            state=str(data["state"]),
+            requests=_int(data["requests"]),
+            answered=_int(data["answered"]),
+            errors=_int(data["errors"]),
+            prompt_tokens=_int(data["prompt_tokens"]),
+            completion_tokens=_int(data["completion_tokens"]),
+            latency_mean_s=float(data["latency_mean_s"]),
+            latency_p95_s=float(data["latency_p95_s"]),
+            trips=_int(data["trips"]),
+            last_error=str(data["last_error"]),
+            window=dict(data["window"]),
+        )
+
+    def then(self, later: EndpointStats) -> EndpointStats:
+        """These stats followed by ``later``'s (a resumed run's next part, same server)."""
+        answered = self.answered + later.answered
+        mean = (
+            (self.latency_mean_s * self.answered + later.latency_mean_s * later.answered) / answered
+            if answered
+            else 0.0
+        )
+        return EndpointStats(
+            url=later.url,
+            state=later.state,
+            requests=self.requests + later.requests,
+            answered=answered,
+            errors=self.errors + later.errors,
+            prompt_tokens=self.prompt_tokens + later.prompt_tokens,
+            completion_tokens=self.completion_tokens + later.completion_tokens,
+            latency_mean_s=mean,
+            latency_p95_s=max(self.latency_p95_s, later.latency_p95_s),
+            trips=self.trips + later.trips,
+            last_error=later.last_error or self.last_error,
+            window=_joined_windows(self.window, later.window),
+        )
+
+    def line(self) -> str:
+        """``http://h:8000/v1  up  120 requests, 118 answered, 2 errors, p95 3.1 s, ...``."""
+        parts = [
+            f"{self.requests} requests",
+            f"{self.answered} answered",
+            f"{self.errors} errors",
+            f"tokens {self.prompt_tokens}/{self.completion_tokens}",
+        ]
+        if self.answered:
+            parts.append(
+                f"latency mean {self.latency_mean_s:.2f} s, p95 {self.latency_p95_s:.2f} s"
+            )
+        w = self.window
+        if w:
+            parts.append(
+                f"window {w.get('mode', '')} min {w.get('min')} max {w.get('max')} "
+                f"final {w.get('final')} mean {w.get('mean')}"
+            )
+        if self.state != "up" and self.last_error:
+            parts.append(f"last error: {self.last_error}")
+        return f"{self.url}  {self.state}  " + ", ".join(parts)
+
+
+def _joined_windows(first: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """Two window summaries in a row as one (time-weighted mean, series shifted)."""
+    if not first or not later:
+        return dict(later or first)
+    offset, more = float(first["seconds"]), float(later["seconds"])
+    seconds = offset + more
+    area = float(first["mean"]) * offset + float(later["mean"]) * more
+    mean = area / seconds if seconds else float(later["mean"])
+    series = [*first["series"], *([round(t + offset, 3), v] for t, v in later["series"])]
+    return {
+        **later,
+        "min": min(first["min"], later["min"]),
+        "max": max(first["max"], later["max"]),
+        "mean": round(mean, 3),
+        "seconds": round(seconds, 3),
+        "series": series,
+    }
+
+
+@dataclass
 class Report:
     """Statistics of one study run. ``str(report)`` is a readable table."""
 
@@ -106,8 +230,14 @@ class Report:
     """Per strategy asked in rounds (:mod:`mstudy.rounds`), each round's yield."""
     stages: dict[str, Report] = field(default_factory=dict)
     """A chain's report (:mod:`mstudy.chain`): each stage's own report, in order."""
+    endpoints: list[EndpointStats] = field(default_factory=list)
+    """Per server of the teacher, when it reports them (``ReportsEndpoints``)."""
     _t0: float = field(default_factory=time.perf_counter, repr=False)
     _sampled: Counter[tuple[str | None, str, str]] = field(default_factory=Counter, repr=False)
+
+    def __post_init__(self) -> None:
+        self._endpoints_before: list[EndpointStats] = []
+        """What a resumed run's earlier parts recorded per server (see :meth:`resume`)."""
 
     # -- recording ------------------------------------------------------------------------
 
@@ -160,6 +290,13 @@ class Report:
         rounds[round_].asked += 1
         rounds[round_].accepted += accepted
 
+    def set_endpoints(self, current: list[EndpointStats]) -> None:
+        """The teacher's servers as they stand in this run (after what a resumed run's earlier
+        part recorded, for the same servers)."""
+        before = {e.url: e for e in self._endpoints_before}
+        merged = [before.pop(e.url).then(e) if e.url in before else e for e in current]
+        self.endpoints = merged + list(before.values())
+
     def __getstate__(self) -> dict[str, Any]:
         self.tick()
         return dict(self.__dict__)
@@ -203,6 +340,7 @@ class Report:
             "spent_completion_tokens": self.spent_completion_tokens,
             "note": self.note,
             "sampled": [[*key, n] for key, n in self._sampled.items()],
+            "endpoints": to_jsonable([e.to_dict() for e in self.endpoints]),
             **self._chain_state(),
         }
 
@@ -266,6 +404,7 @@ class Report:
                 spent_prompt_tokens=_int(state["spent_prompt_tokens"]),
                 spent_completion_tokens=_int(state["spent_completion_tokens"]),
                 note=str(state["note"]),
+                endpoints=[EndpointStats.from_dict(e) for e in state.get("endpoints", [])],
             )
             report._sampled = Counter(
                 {
@@ -300,6 +439,7 @@ class Report:
         self._t0 = time.perf_counter() - self.elapsed
         self.status = "running"
         self.note = ""
+        self._endpoints_before = list(self.endpoints)
 
     def tick(self) -> None:
         """Refresh ``elapsed`` while running."""
@@ -370,6 +510,7 @@ class Report:
             },
             "rejection_samples": self.samples,
             **self._chain_dict(),
+            "endpoints": [e.to_dict() for e in self.endpoints],
         }
 
     def _chain_dict(self) -> dict[str, Any]:
@@ -463,6 +604,9 @@ class Report:
         if self.rounds:
             lines.append("rounds:")
             lines.extend(f"  {line}" for line in self._round_lines())
+        if self.endpoints:
+            lines.append("endpoints:")
+            lines.extend(f"  {e.line()}" for e in self.endpoints)
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -521,4 +665,4 @@ def _counts(value: Mapping[str, Any]) -> dict[str, int]:
     return {str(key): _int(n) for key, n in value.items()}
 
 
-__all__ = ["FilterStats", "Report", "RoundStats", "StrategyStats"]
+__all__ = ["EndpointStats", "FilterStats", "Report", "RoundStats", "StrategyStats"]

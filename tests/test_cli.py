@@ -327,7 +327,7 @@ DOCUMENTED: dict[tuple[str, str], set[str]] = {
     ("strategies", "params"): {_TABLE},
     ("strategies", "accept_truncated"): {_BOOL},
     ("strategies", "max_input_chars"): {_INT},
-    ("teacher", "concurrency"): {_INT},
+    ("teacher", "concurrency"): {_INT, _LIST},  # a pair (low, high) of integers too
     ("teacher", "timeout"): _NUMBER,
     ("teacher", "max_retries"): {_INT},
     ("teacher", "prefill_mode"): {_STR},

@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mstudy.errors import TeacherError
+from mstudy.interfaces import ReportsEndpoints
 from mstudy.lineage import read_lineage
 from mstudy.records import Completion, Example, Rejection, Request
 from mstudy.report import FilterStats, Report
@@ -73,6 +74,8 @@ class StudyRun(Iterator[Example | Rejection]):
         for filt in study.filters:
             self.report.filters.setdefault(filt.name, FilterStats())
         self._teacher_fingerprint = study.teacher.fingerprint
+        if isinstance(study.teacher, ReportsEndpoints):
+            study.teacher.endpoint_stats(reset=True)  # this run's counts start here
         self._window = Window()
         self._filters = FilterChain(study.filters, self.report)
         self._outcomes = Outcomes.of(study.cache, self._teacher_fingerprint, study.strategies)
@@ -117,8 +120,13 @@ class StudyRun(Iterator[Example | Rejection]):
             report.finish("failed")
             raise
         finally:
+            self._note_endpoints()
             self._commit_cache()
             self._progress.close()
+
+    def _note_endpoints(self) -> None:
+        if isinstance(self.study.teacher, ReportsEndpoints):
+            self.report.set_endpoints(self.study.teacher.endpoint_stats())
 
     def _round(self) -> Iterator[Example | Rejection]:
         """One ``generate`` call over the requests the window admits; records are handed on
@@ -134,6 +142,7 @@ class StudyRun(Iterator[Example | Rejection]):
                 return
         for entry in self._window.unanswered():
             entry.complete(unanswered(entry), None)
+        self._note_endpoints()
         self._commit_cache()
         yield from self._emit()
 

@@ -50,7 +50,7 @@ import threading
 import time
 import urllib.request
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple, cast
@@ -59,6 +59,9 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from mstudy._hashing import stable_hash
 from mstudy.errors import ConfigError, RemoteCallError, RemoteFailureKind, TeacherError
 from mstudy.records import Completion, FinishReason, Request
+from mstudy.report import EndpointStats
+from mstudy.teachers._endpoints import Dispatcher, Server
+from mstudy.teachers._window import AdaptiveWindow, FixedWindow
 from mstudy.teachers.ratelimit import RateLimiter
 
 __all__ = ["RemoteTeacher"]
@@ -66,6 +69,12 @@ __all__ = ["RemoteTeacher"]
 logger = logging.getLogger(__name__)
 
 PrefillMode = Literal["continue", "assistant"]
+Concurrency = int | Literal["adaptive"] | tuple[int, int]
+
+ADAPTIVE_BOUNDS = (1, 256)
+"""``concurrency="adaptive"``: the window's bounds per server."""
+# Failures that say "slow down" to the adaptive window (on top of timeouts).
+_OVERLOAD_STATUSES = frozenset({429, 503, 529})
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 # Statuses that say "this server/model/key cannot serve us", not "this request is wrong".
@@ -207,14 +216,19 @@ class RemoteTeacher:
         model: model name sent with every request (vLLM's ``--served-model-name``, an HF model
             id for Inference Providers). With ``base_url`` and no model, the server's only
             model from ``GET /models`` is used.
-        base_url: a self-hosted server, e.g. ``http://127.0.0.1:8000/v1``.
+        base_url: a self-hosted server, e.g. ``http://127.0.0.1:8000/v1``, or a list of them
+            (one vLLM server per GPU, say): each attempt goes to the server with the fewest
+            requests outstanding, and one that fails is left out while others answer.
         provider: an HF Inference Provider (``"together"``, ``"auto"``, ...) when there is no
             ``base_url``.
         api_key: the key; otherwise read from the environment variable ``api_key_env``, by
             default ``MSTUDY_API_KEY``, then ``OPENAI_API_KEY`` (``base_url``) or ``HF_TOKEN``
             (providers, which also fall back to the saved ``hf auth login`` token). A
             self-hosted server never gets the saved HF token implicitly.
-        concurrency: requests in flight at most; the window is refilled as each returns.
+        concurrency: requests in flight at most, per server; the window is refilled as each
+            returns. ``"adaptive"`` (bounds 1-256) or ``(low, high)``: a window per server
+            that grows while the server's throughput does and shrinks when its latency
+            climbs or it answers 429/503 or times out (:mod:`mstudy.teachers._window`).
         timeout: seconds per attempt.
         max_retries: retries after the first attempt for retryable failures.
         backoff_base, backoff_max: exponential backoff with full jitter:
@@ -240,11 +254,11 @@ class RemoteTeacher:
         self,
         model: str | None = None,
         *,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         provider: str | None = None,
         api_key: str | None = None,
         api_key_env: str | None = None,
-        concurrency: int = 16,
+        concurrency: Concurrency = 16,
         timeout: float = 120.0,
         max_retries: int = 5,
         backoff_base: float = 0.5,
@@ -266,22 +280,15 @@ class RemoteTeacher:
                 "base_url= (a self-hosted OpenAI-compatible server)",
                 parameter="model",
             )
-        self._endpoint = None if base_url is None else _endpoint(base_url)
-        if self._endpoint is not None and not self._endpoint.url.startswith(
-            ("http://", "https://")
-        ):
+        self._endpoints = _endpoints(base_url)
+        self._endpoint = self._endpoints[0] if self._endpoints else None
+        self._bounds = _window_bounds(concurrency)
+        if not _is_int(max_consecutive_failures) or max_consecutive_failures < 1:
             raise ConfigError(
-                f"base_url must start with http:// or https://, got {self._endpoint.shown!r}",
-                parameter="base_url",
+                f"max_consecutive_failures must be an integer >= 1, got "
+                f"{max_consecutive_failures!r}",
+                parameter="max_consecutive_failures",
             )
-        for label, value in (
-            ("concurrency", concurrency),
-            ("max_consecutive_failures", max_consecutive_failures),
-        ):
-            if not _is_int(value) or value < 1:
-                raise ConfigError(
-                    f"{label} must be an integer >= 1, got {value!r}", parameter=label
-                )
         if not _is_int(max_retries) or max_retries < 0:
             raise ConfigError(
                 f"max_retries must be an integer >= 0, got {max_retries!r}", parameter="max_retries"
@@ -315,9 +322,13 @@ class RemoteTeacher:
 
         self.model = model
         self.base_url: str | None = None if self._endpoint is None else self._endpoint.shown
-        """The server's URL as shown to people: credentials and query values are ``***``."""
+        """The (first) server's URL as shown to people: credentials and query values ``***``."""
+        self.base_urls: tuple[str, ...] = tuple(e.shown for e in self._endpoints)
+        """Every server's URL, shown the same way."""
         self.provider = provider
-        self.concurrency = concurrency
+        self.concurrency: Concurrency = (
+            concurrency if isinstance(concurrency, (int, str)) else self._bounds
+        )
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.backoff_base = float(backoff_base)
@@ -335,11 +346,10 @@ class RemoteTeacher:
         self._thread: threading.Thread | None = None
         self._client: Any = None  # huggingface_hub's client (providers)
         self._http: Any = None  # our own httpx2 pool (base_url)
-        self._semaphore: asyncio.Semaphore | None = None
+        self._servers = self._make_servers()
+        self._dispatch: Dispatcher | None = None
         self._limiter: RateLimiter | None = None
-        self._cooldown_until = 0.0
         self._consecutive_failures = 0
-        self._reached = False  # got any HTTP answer from the server
         self._fingerprint: str | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
@@ -356,7 +366,7 @@ class RemoteTeacher:
             self._fingerprint = stable_hash(
                 {
                     "teacher": "remote",
-                    "endpoint": _clean_url(self._endpoint.url) if self._endpoint else None,
+                    "endpoint": self._fingerprint_endpoint(),
                     "provider": None if self.base_url else (self.provider or "auto"),
                     "model": model,
                     "prefill_mode": self.prefill_mode,
@@ -373,11 +383,23 @@ class RemoteTeacher:
         (:class:`~mstudy.interfaces.SchemaConstrained`)."""
         return self.structured_output
 
+    def _fingerprint_endpoint(self) -> str | list[str] | None:
+        """One server: its clean URL (as before several were possible); several: all, sorted."""
+        urls = sorted(_clean_url(e.url) for e in self._endpoints)
+        if not urls:
+            return None
+        return urls[0] if len(urls) == 1 else urls
+
     def __repr__(self) -> str:
-        where = f"base_url={self.base_url!r}" if self.base_url else f"provider={self.provider!r}"
+        if len(self.base_urls) > 1:
+            where = f"base_url={list(self.base_urls)!r}"
+        elif self.base_url:
+            where = f"base_url={self.base_url!r}"
+        else:
+            where = f"provider={self.provider!r}"
         key = "'***'" if self._api_key is not None else "None"
         return (
-            f"RemoteTeacher(model={self.model!r}, {where}, concurrency={self.concurrency}, "
+            f"RemoteTeacher(model={self.model!r}, {where}, concurrency={self.concurrency!r}, "
             f"api_key={key})"
         )
 
@@ -400,19 +422,19 @@ class RemoteTeacher:
     def _redact(self, text: str) -> str:
         """``text`` with the API key and every credential of ``base_url`` masked."""
         secrets = [self._api_key.get()] if self._api_key is not None else []
-        if self._endpoint is not None:
-            text = text.replace(self._endpoint.url, self._endpoint.shown)
-            secrets += self._endpoint.secrets
+        for endpoint in self._endpoints:
+            text = text.replace(endpoint.url, endpoint.shown)
+            secrets += endpoint.secrets
         for secret in sorted(secrets, key=len, reverse=True):
             if len(secret) >= 4:
                 text = text.replace(secret, "***")
         return text
 
-    def _auth_headers(self) -> dict[str, str]:
+    def _auth_headers(self, endpoint: _Endpoint | None = None) -> dict[str, str]:
         """The API key as a bearer token, else the userinfo of ``base_url`` as Basic auth."""
         if self._api_key is not None:
             return {"Authorization": f"Bearer {self._api_key.get()}"}
-        endpoint = self._endpoint
+        endpoint = endpoint or self._endpoint
         if endpoint is not None and (endpoint.username or endpoint.password):
             pair = f"{endpoint.username or ''}:{endpoint.password or ''}".encode()
             return {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"}
@@ -422,24 +444,70 @@ class RemoteTeacher:
         """The model to name in requests; asks a self-hosted server when none was given."""
         if self.model is not None or self._endpoint is None:
             return self.model
-        listing = urllib.request.Request(
-            _join(self._endpoint.url, "/models"), headers=self._auth_headers()
-        )
-        try:
-            with urllib.request.urlopen(listing, timeout=self.timeout) as response:
-                ids = [str(m["id"]) for m in json.loads(response.read())["data"]]
-        except Exception as exc:
+        errors: list[str] = []
+        for endpoint in self._endpoints:  # the first server that answers
+            listing = urllib.request.Request(
+                _join(endpoint.url, "/models"), headers=self._auth_headers(endpoint)
+            )
+            try:
+                with urllib.request.urlopen(listing, timeout=self.timeout) as response:
+                    ids = [str(m["id"]) for m in json.loads(response.read())["data"]]
+                break
+            except Exception as exc:
+                errors.append(
+                    f"{endpoint.shown}/models could not be read "
+                    f"({type(exc).__name__}: {self._redact(str(exc))})"
+                )
+        else:
             raise TeacherError(
-                f"RemoteTeacher: no model= given and {self.base_url}/models could not be read "
-                f"({type(exc).__name__}: {self._redact(str(exc))}); pass model="
+                f"RemoteTeacher: no model= given and {'; '.join(errors)}; pass model="
             ) from None
         if len(ids) != 1:
             raise TeacherError(
-                f"RemoteTeacher: no model= given and {self.base_url} serves "
+                f"RemoteTeacher: no model= given and {endpoint.shown} serves "
                 f"{len(ids)} models ({', '.join(ids) or 'none'}); pass model="
             )
         self.model = ids[0]
         return self.model
+
+    def _make_servers(self) -> list[Server]:
+        low, high = self._bounds
+        servers = []
+        for index, endpoint in enumerate(self._endpoints or [None]):
+            window: FixedWindow | AdaptiveWindow = (
+                FixedWindow(high, time.monotonic)
+                if low == high
+                else AdaptiveWindow(low, high, time.monotonic)
+            )
+            servers.append(
+                Server(
+                    index,
+                    None if endpoint is None else endpoint.url,
+                    f"provider {self.provider or 'auto'}" if endpoint is None else endpoint.shown,
+                    {} if endpoint is None else self._auth_headers(endpoint),
+                    window,
+                )
+            )
+        return servers
+
+    def endpoint_stats(self, *, reset: bool = False) -> list[EndpointStats]:
+        """Per server: attempts sent, answered, failed, latency, tokens, state and window.
+        ``reset``: start the counts afresh (the windows keep what they learned)."""
+        loop = self._loop
+        if loop is not None and loop.is_running():  # the loop's thread owns the counts
+            future = asyncio.run_coroutine_threadsafe(self._stats_on_loop(reset), loop)
+            return future.result(timeout=10)
+        return self._stats_now(reset)
+
+    async def _stats_on_loop(self, reset: bool) -> list[EndpointStats]:
+        return self._stats_now(reset)
+
+    def _stats_now(self, reset: bool) -> list[EndpointStats]:
+        stats = [server.stats() for server in self._servers]
+        if reset:
+            for server in self._servers:
+                server.reset_counts()
+        return stats
 
     # -- lifecycle ----------------------------------------------------------------------
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
@@ -464,14 +532,13 @@ class RemoteTeacher:
             # holds at most 100 connections; and no saved HF token reaches another server.
             import httpx2
 
+            connections = self._bounds[1] * len(self._servers)
             self._http = httpx2.AsyncClient(
                 limits=httpx2.Limits(
-                    max_connections=self.concurrency,
-                    max_keepalive_connections=self.concurrency,
+                    max_connections=connections, max_keepalive_connections=connections
                 ),
                 follow_redirects=True,
                 timeout=self.timeout,
-                headers=self._auth_headers(),
             )
         else:
             from huggingface_hub import AsyncInferenceClient
@@ -481,7 +548,7 @@ class RemoteTeacher:
                 api_key=key,
                 timeout=self.timeout,
             )
-        self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._dispatch = Dispatcher(self._servers)
         self._limiter = RateLimiter(self.requests_per_minute, self.tokens_per_minute)
 
     def close(self) -> None:
@@ -490,7 +557,7 @@ class RemoteTeacher:
             loop, thread = self._loop, self._thread
             client, http = self._client, self._http
             self._loop = self._thread = self._client = self._http = None
-            self._semaphore = None
+            self._dispatch = None
             self._limiter = None
         if loop is None:
             return
@@ -521,8 +588,9 @@ class RemoteTeacher:
     def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
         """Yield one completion per request, as they finish (any order; each has its key).
 
-        Pulls requests lazily (at most ``2 * concurrency`` ahead of what was yielded) and keeps
-        ``concurrency`` in flight. Raises TeacherError when the server looks down; requests
+        Pulls requests lazily (at most twice the servers' windows ahead of what was yielded)
+        and keeps each server's window full. Raises TeacherError when the servers look down;
+        requests
         that failed for good on what looked like an outage are then not yielded at all (see
         the module docstring), while answers already received are.
         """
@@ -531,11 +599,12 @@ class RemoteTeacher:
         done: queue.SimpleQueue[_Future] = queue.SimpleQueue()
         pending: set[_Future] = set()
         held: list[Completion] = []  # suspect failures, until the server answers again
-        ahead = 2 * self.concurrency
+        dispatch = self._dispatch
+        assert dispatch is not None
         exhausted = False
         try:
             while True:
-                while not exhausted and len(pending) < ahead:
+                while not exhausted and len(pending) < 2 * dispatch.capacity():
                     try:
                         request = next(source)
                     except StopIteration:
@@ -590,8 +659,13 @@ class RemoteTeacher:
                     raise TeacherError("RemoteTeacher: the background loop stopped") from None
 
     async def _complete(self, request: Request) -> _Outcome:
-        """All attempts for one request; never raises (but for cancellation)."""
-        assert self._semaphore is not None and self._limiter is not None
+        """All attempts for one request; never raises (but for cancellation).
+
+        Each attempt goes to the server the dispatcher picks; a retry prefers another server
+        than the one that just failed, and a request a server refused to connect moves to
+        another at once without using up an attempt."""
+        assert self._dispatch is not None and self._limiter is not None
+        dispatch, limiter = self._dispatch, self._limiter
         messages = request.chat()
         body = dict(self.extra_body)
         if request.params.response_schema is not None and self.structured_output:
@@ -603,16 +677,20 @@ class RemoteTeacher:
         prompt_chars = sum(len(m["content"]) for m in messages)
         estimate = math.ceil(prompt_chars / 4) + request.params.max_new_tokens
         failure: RemoteCallError | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
+        server: Server | None = None
+        attempt = moves = 0
+        while attempt <= self.max_retries:
+            if attempt and not moves:
                 await asyncio.sleep(self._backoff(attempt))
-            await self._wait_cooldown()
-            async with self._semaphore:
-                await self._wait_cooldown()
-                await self._limiter.acquire(estimate)
+            server = await dispatch.acquire(avoid=server)
+            try:
+                await self._wait_cooldown(server)
+                await limiter.acquire(estimate)
+                epoch = server.window.sent()
+                area, started = server.area(), time.monotonic()
                 try:
                     answer = await asyncio.wait_for(
-                        self._call(messages, request, body), timeout=self.timeout
+                        self._call(server, messages, request, body), timeout=self.timeout
                     )
                     completion = self._to_completion(request, answer, prompt_chars)
                 except asyncio.CancelledError:
@@ -620,18 +698,24 @@ class RemoteTeacher:
                 except Exception as exc:  # classified below; nothing escapes for one request
                     failure = self._classify(exc)
                 else:
-                    self._reached = True
-                    self._consecutive_failures = 0
-                    self._limiter.settle(
-                        estimate, completion.prompt_tokens + completion.completion_tokens
+                    latency = time.monotonic() - started
+                    in_flight = (server.area() - area) / latency if latency > 0 else 1.0
+                    server.window.answered(epoch, latency, completion.completion_tokens, in_flight)
+                    server.succeeded(
+                        latency, completion.prompt_tokens, completion.completion_tokens
                     )
+                    self._consecutive_failures = 0
+                    used = completion.prompt_tokens + completion.completion_tokens
+                    limiter.settle(estimate, used)
                     return _Outcome(completion)
-            if failure.status is not None or failure.kind == "response":
-                self._reached = True
-            if failure.retry_after is not None:
-                self._cooldown_until = max(
-                    self._cooldown_until, time.monotonic() + failure.retry_after
-                )
+            finally:
+                dispatch.release(server)
+            moved = self._note_failed_attempt(server, failure)
+            dispatch.wake()  # its state may have changed what the waiting requests can use
+            if moved and moves < len(self._servers) - 1:
+                moves += 1  # it never reached that server: another one gets it, free
+                continue
+            moves = 0
             if not failure.retryable:
                 break
             logger.info(
@@ -641,18 +725,52 @@ class RemoteTeacher:
                 failure.reason,
                 "; retrying" if attempt < self.max_retries else "",
             )
-        assert failure is not None
+            attempt += 1
+        assert failure is not None and server is not None
+        reason = failure.reason
+        if len(self._servers) > 1:
+            reason = f"{reason} (at {server.shown})"
         completion = Completion(
             key=request.key,
             text="",
             finish_reason="error",
             teacher=self.fingerprint,
-            error=failure.reason,
+            error=reason,
         )
         suspect, down = self._note_final_failure(failure)
         if down is None:
-            logger.warning("remote teacher: request %s failed: %s", request.key, failure.reason)
+            logger.warning("remote teacher: request %s failed: %s", request.key, reason)
         return _Outcome(completion, suspect, down)
+
+    def _note_failed_attempt(self, server: Server, failure: RemoteCallError) -> bool:
+        """Count a failed attempt against its server (health, window, Retry-After); whether
+        the request should move to another server at once (it never reached this one)."""
+        reached = failure.status is not None or failure.kind == "response"
+        status = failure.status or 0
+        server_fault = (
+            failure.kind in ("unreachable", "timeout", "other")
+            or status in _TEACHER_WIDE_STATUSES
+            or (status >= 500 and status not in _OVERLOAD_STATUSES)
+        )
+        server.failed(
+            failure.reason,
+            reached=reached,
+            server_fault=server_fault,
+            threshold=self.max_consecutive_failures,
+            cooloff=max(self.backoff_base, 0.05),
+        )
+        if failure.kind == "timeout" or status in _OVERLOAD_STATUSES:
+            server.window.overloaded()
+        if failure.retry_after is not None:
+            server.cooldown_until = max(
+                server.cooldown_until, time.monotonic() + failure.retry_after
+            )
+        return (
+            failure.kind == "unreachable"
+            and len(self._servers) > 1
+            and self._dispatch is not None
+            and self._dispatch.any_up_but(server)
+        )
 
     def _note_final_failure(self, failure: RemoteCallError) -> tuple[bool, str | None]:
         """The circuit breaker: (whether the failure is teacher-wide, the message if down)."""
@@ -664,9 +782,9 @@ class RemoteTeacher:
             self._consecutive_failures = 0
             return False, None
         self._consecutive_failures += 1
-        never = failure.kind == "unreachable" and not self._reached
+        never = failure.kind == "unreachable" and not any(s.reached for s in self._servers)
         if never or self._consecutive_failures >= self.max_consecutive_failures:
-            where = self.base_url or f"provider {self.provider or 'auto'}"  # masked
+            where = self._where()
             if never:
                 summary = f"could not reach {where}"
             else:
@@ -679,8 +797,18 @@ class RemoteTeacher:
             )
         return True, None
 
-    async def _wait_cooldown(self) -> None:
-        delay = self._cooldown_until - time.monotonic()
+    def _where(self) -> str:
+        """The servers, for people (masked), each with its last error when there are several."""
+        if not self._endpoints:
+            return f"provider {self.provider or 'auto'}"
+        if len(self._servers) == 1:
+            return self._servers[0].shown
+        return "any of " + ", ".join(
+            f"{s.shown} ({s.last_error or 'no error'})" for s in self._servers
+        )
+
+    async def _wait_cooldown(self, server: Server) -> None:
+        delay = server.cooldown_until - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -691,10 +819,13 @@ class RemoteTeacher:
 
     # -- calls, answers and errors -----------------------------------------------------
     async def _call(
-        self, messages: list[dict[str, str]], request: Request, body: dict[str, Any]
+        self, server: Server, messages: list[dict[str, str]], request: Request, body: dict[str, Any]
     ) -> _Answer:
         """One attempt: the server's answer, read; raises for anything else."""
-        if self._http is not None and self._endpoint is not None:
+        if server.url is not None:
+            if self._http is None:  # closed while this request was on its way: abandon it
+                raise asyncio.CancelledError
+
             payload: dict[str, Any] = {
                 "model": self.model,
                 "messages": messages,
@@ -707,7 +838,7 @@ class RemoteTeacher:
             payload = {k: v for k, v in payload.items() if v is not None}
             payload.update(body)
             response = await self._http.post(
-                _join(self._endpoint.url, "/chat/completions"), json=payload
+                _join(server.url, "/chat/completions"), json=payload, headers=server.headers
             )
             if response.status_code >= 400:
                 raise self._status_error(response.status_code, response.headers, response.text)
@@ -718,6 +849,8 @@ class RemoteTeacher:
                     f"unreadable answer (not JSON): {exc}", retryable=True, kind="response"
                 ) from exc
             return _read_json_answer(data)
+        if self._client is None:  # closed while this request was on its way
+            raise asyncio.CancelledError
         output = await self._client.chat_completion(
             messages,
             model=self.model,
@@ -977,3 +1110,61 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _endpoints(base_url: str | Sequence[str] | None) -> list[_Endpoint]:
+    """``base_url`` (one URL or several) taken apart; a ConfigError for a bad one."""
+    if base_url is None:
+        return []
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    if not urls:
+        raise ConfigError("base_url is an empty list; give at least one URL", parameter="base_url")
+    endpoints = []
+    for position, url in enumerate(urls):
+        if not isinstance(url, str):
+            raise ConfigError(
+                f"base_url[{position}] must be a string, got {type(url).__name__}",
+                parameter="base_url",
+            )
+        endpoint = _endpoint(url)
+        if not endpoint.url.startswith(("http://", "https://")):
+            where = "base_url" if len(urls) == 1 else f"base_url[{position}]"
+            raise ConfigError(
+                f"{where} must start with http:// or https://, got {endpoint.shown!r}",
+                parameter="base_url",
+            )
+        endpoints.append(endpoint)
+    clean = [_clean_url(e.url) for e in endpoints]
+    twice = sorted({e.shown for e, c in zip(endpoints, clean, strict=True) if clean.count(c) > 1})
+    if twice:
+        raise ConfigError(
+            f"base_url lists the same server more than once: {', '.join(twice)}",
+            parameter="base_url",
+        )
+    return endpoints
+
+
+def _window_bounds(concurrency: object) -> tuple[int, int]:
+    """``(low, high)`` of the window per server: equal for a fixed ``concurrency``."""
+    if _is_int(concurrency):
+        bounds = (cast(int, concurrency),) * 2
+    elif concurrency == "adaptive":
+        bounds = ADAPTIVE_BOUNDS
+    elif (
+        isinstance(concurrency, (tuple, list))
+        and len(concurrency) == 2
+        and all(_is_int(v) for v in concurrency)
+    ):
+        bounds = (int(concurrency[0]), int(concurrency[1]))
+    else:
+        raise ConfigError(
+            'concurrency must be an integer >= 1, "adaptive" or a pair (low, high) of '
+            f"integers, got {concurrency!r}",
+            parameter="concurrency",
+        )
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise ConfigError(
+            f"concurrency must be >= 1 (and low <= high for a pair), got {concurrency!r}",
+            parameter="concurrency",
+        )
+    return bounds
