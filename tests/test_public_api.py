@@ -16,6 +16,7 @@ EXPORTED = [
     "Completion",
     "ConfigError",
     "DatasetSink",
+    "Documents",
     "Estimate",
     "ExactDedup",
     "Example",
