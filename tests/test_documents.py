@@ -279,6 +279,9 @@ def test_a_toml_source_of_kind_documents(tmp_path: Path) -> None:
         '[[sinks]]\nname = "jsonl"\npath = "out/rows.jsonl"\n\n'
         '[rejects]\nname = "jsonl"\npath = "out/rejects.jsonl"\n'
     )
+    from mstudy.cli import main
+
+    assert main(["run", str(config), "--dry-run"]) == 0  # counts requests over the chunks
     loaded = load_config(config)
     loaded.check_source()
     study, source = loaded.build(progress=False)

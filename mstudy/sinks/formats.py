@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 INSTRUCTIONS: dict[str, str] = {
-    "explain": "Explain why this statement is true.",
+    "explain": "Explain the following.",
     "reverse": "State this fact the other way round.",
     "paraphrase": "Say this in other words.",
     "cot": "",
