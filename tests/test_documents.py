@@ -11,12 +11,13 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import mstudy
 from mstudy import Record, Rejection
-from mstudy.documents import Documents, approx_tokens
+from mstudy.documents import DEFAULT_SUFFIXES, Documents, approx_tokens
 from mstudy.documents.extract import extract
 from mstudy.errors import ConfigError
 from mstudy.sources import iter_source
@@ -149,10 +150,16 @@ def test_each_bad_document_is_a_rejection_naming_it_and_the_rest_go_on(tmp_path:
     (folder / "loop").symlink_to(folder)  # a link back: read once
     (folder / "dangling.txt").symlink_to(folder / "nowhere.txt")
     os.mkfifo(folder / "pipe.txt")
+    (folder / "page.xhtml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<html xmlns="http://www.w3.org/1999/xhtml">'
+        "<head><title>X</title></head><body><p>An XHTML page.</p></body></html>"
+    )
     (folder / "russian.txt").write_text("Москва — столица России. " * 40)
     (folder / "chinese.md").write_text("# 标题\n\n" + "北京是中国的首都。" * 60)
 
-    source = Documents(folder, max_tokens=64, overlap=8, max_bytes=100_000)
+    source = Documents(
+        folder, max_tokens=64, overlap=8, max_bytes=100_000, suffixes=[*DEFAULT_SUFFIXES, ".xhtml"]
+    )
     records, rejections = split(source.records())
     reasons = {r.source_id: r.reason for r in rejections}
     assert reasons == {
@@ -170,7 +177,13 @@ def test_each_bad_document_is_a_rejection_naming_it_and_the_rest_go_on(tmp_path:
         assert rejection.stage == "input" and rejection.detail.startswith(rejection.source_id)
     assert "byte 3" in next(r.detail for r in rejections if r.source_id == "latin1.txt")
     paths = [r.fields["path"] for r in records]
-    assert sorted(set(paths)) == ["chinese.md", "good.md", "russian.txt", "sub/deeper.txt"]
+    assert sorted(set(paths)) == [
+        "chinese.md",
+        "good.md",
+        "page.xhtml",
+        "russian.txt",
+        "sub/deeper.txt",
+    ]
     assert paths == sorted(paths)  # files in sorted order, chunks in order within each
     check_chunks(folder, records, 64)
     chinese = [r for r in records if r.fields["path"] == "chinese.md"]
@@ -317,3 +330,30 @@ def test_bad_documents_settings_in_toml_name_the_key(
         config.build()
     assert caught.value.parameter == parameter
     assert caught.value.line is not None
+
+
+def test_a_library_or_tokenizer_failing_on_one_file_rejects_that_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mstudy.documents import extract as extract_module
+
+    (tmp_path / "a.txt").write_text("Fine text here.")
+    (tmp_path / "b.md").write_text("# B\n\nThe reader breaks on this one.")
+    (tmp_path / "c.txt").write_text("Boom is a word the tokenizer hates.")
+
+    def broken_reader(data: bytes) -> Any:
+        raise RuntimeError("the reader broke")
+
+    def picky(text: str) -> int:
+        if "Boom" in text:
+            raise ValueError("cannot tokenize Boom")
+        return len(text.split())
+
+    monkeypatch.setitem(extract_module.READERS, ".md", broken_reader)
+    records, rejections = split(Documents(tmp_path, tokenizer=picky, overlap=0).records())
+    assert [r.fields["path"] for r in records] == ["a.txt"]
+    assert [(r.source_id, r.reason) for r in rejections] == [
+        ("b.md", "extraction_failed"),
+        ("c.txt", "tokenizer_failed"),
+    ]
+    assert "the reader broke" in rejections[0].detail

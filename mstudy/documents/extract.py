@@ -146,6 +146,7 @@ _BLOCKS = frozenset(
 )  # fmt: skip
 _CELLS = frozenset({"td", "th"})
 _SPACES = re.compile(r"\s+")
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
 
 
@@ -231,7 +232,7 @@ def read_html(data: bytes) -> Extracted:
     from mstudy.sinks.base import import_optional
 
     html = import_optional("lxml.html", "documents", "reading HTML documents")
-    text = _decode_html(data)
+    text = _XML_DECLARATION.sub("", _decode_html(data), count=1)  # XHTML: decoded already
     if not text.strip():
         return Extracted("", None)
     try:

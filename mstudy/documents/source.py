@@ -54,7 +54,8 @@ class Documents:
     A document that gives no text is one rejection at stage ``input`` naming its path, and
     the others go on: ``unreadable`` (the OS refused it), ``too_large`` (over ``max_bytes``),
     ``not_text`` (a binary file), ``invalid_utf8``, ``empty`` (no text at all: an empty file,
-    a page that is all script), ``unreadable_html``, ``unreadable_pdf``, ``encrypted``.
+    a page that is all script), ``unreadable_html``, ``unreadable_pdf``, ``encrypted``;
+    ``extraction_failed`` and ``tokenizer_failed`` when a library fails on the file.
     """
 
     def __init__(
@@ -183,11 +184,22 @@ class Documents:
         except DocumentProblem as problem:
             yield reject(problem.reason, problem.detail)
             return
+        except (ImportError, ConfigError):
+            raise  # a missing extra: every document of the kind would fail alike
+        except Exception as exc:  # a reader's own failure on this one file
+            yield reject("extraction_failed", f"{type(exc).__name__}: {exc}")
+            return
         if not extracted.text.strip():
             yield reject("empty", "no text in it" if data.strip() else "the file is empty")
             return
         title = extracted.title or document.location.stem
-        chunks = chunk_text(extracted.text, self.max_tokens, self.overlap, self.counter)
+        try:
+            chunks = chunk_text(extracted.text, self.max_tokens, self.overlap, self.counter)
+        except (ImportError, ConfigError):
+            raise  # the tokenizer cannot be loaded, or the function counts wrongly
+        except Exception as exc:
+            yield reject("tokenizer_failed", f"counting its tokens failed: {exc}")
+            return
         for chunk in chunks:
             chunk_id = stable_hash([_ID_VERSION, document.path, chunk.start, chunk.end, chunk.text])
             fields = {
