@@ -72,6 +72,7 @@ _LAZY = {
     "SaveToDiskSink": "mstudy.sinks.hf",
     "TransformersTeacher": "mstudy.teachers.transformers",
     "RemoteTeacher": "mstudy.teachers.remote",
+    "BatchTeacher": "mstudy.teachers.batch",
     "default_teacher": "mstudy.teachers.default",
 }
 
@@ -88,6 +89,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AmbiguousPluginError",
+    "BatchTeacher",
     "Budget",
     "CapabilityError",
     "ChainOfThought",

@@ -14,21 +14,27 @@ class Budget:
     """Stop a run cleanly once it has spent this much (cached calls cost nothing).
 
     Prices are per million tokens, prompt and completion; ``max_cost`` needs at least one.
+    ``price_factor`` scales them (a study sets it from a teacher that declares
+    :class:`~mstudy.interfaces.Discounted`, such as the batch teacher's 0.5).
     """
 
     max_tokens: int | None = None
     max_cost: float | None = None
     price_in: float = 0.0
     price_out: float = 0.0
+    price_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
         if self.max_cost is not None and not (self.price_in or self.price_out):
             raise ValueError("max_cost needs prices: price_in and/or price_out per 1M tokens")
+        if not 0 < self.price_factor <= 1:
+            raise ValueError(f"price_factor must be in (0, 1], got {self.price_factor!r}")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1e6
+        listed = prompt_tokens * self.price_in + completion_tokens * self.price_out
+        return listed * self.price_factor / 1e6
 
     def exceeded(self, prompt_tokens: int, completion_tokens: int) -> str | None:
         """Why the budget is spent, or None while it is not."""

@@ -68,6 +68,14 @@ def _add_run(subparsers: _Subparsers) -> None:
         help="discard the journal of an interrupted run and start over (default: resume)",
     )
     parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the teacher as a pool of Ray actors set by [ray] (needs mstudy[ray]); "
+        "ADDRESS joins a cluster (host:port, auto, ray://...), none starts a local one",
+    )
+    parser.add_argument(
         "--push-to-hub",
         metavar="REPO",
         help="after a completed run, push the rows of the first jsonl or parquet sink with a "
@@ -97,7 +105,11 @@ def _run(args: argparse.Namespace) -> int:
     publish = config.hub_settings(repo_id=args.push_to_hub, folder=args.save_for_hub)
     config.check_components()  # names, parameters and their types: nothing is built yet
     config.check_source()  # before anything (journal, outputs) is created on disk
-    study, source = config.build(progress=False if args.quiet else None)
+    study, source = config.build(
+        progress=False if args.quiet else None,
+        ray=args.ray is not None,
+        ray_address=args.ray or None,
+    )
     limit = args.limit if args.limit is not None else config.limit
     if args.dry_run:
         estimate = study.estimate(source, limit=limit)

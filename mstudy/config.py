@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib.util
 import inspect
 import math
@@ -86,7 +87,17 @@ if TYPE_CHECKING:
     from mstudy.interfaces import Filter, Sink, Strategy, Teacher
     from mstudy.study import Study
 
-SECTIONS = ("source", "teacher", "strategies", "filters", "sinks", "rejects", "run", "hub")
+SECTIONS = (
+    "source",
+    "teacher",
+    "strategies",
+    "filters",
+    "sinks",
+    "rejects",
+    "run",
+    "hub",
+    "ray",
+)
 """The top-level sections a study config may have."""
 SOURCE_KEYS = ("kind", "path", "id_field", "limit")
 SOURCE_KINDS = ("records", "documents")
@@ -94,6 +105,19 @@ SOURCE_KINDS = ("records", "documents")
 ``documents`` (a file or folder of .txt/.md/.html/.pdf, chunked: :class:`mstudy.Documents`)."""
 DOCUMENT_KEYS = ("max_tokens", "overlap", "tokenizer", "suffixes", "max_bytes")
 """The ``[source]`` keys of ``kind = "documents"`` (the parameters of :class:`mstudy.Documents`)."""
+RAY_KEYS = (
+    "replicas",
+    "num_cpus",
+    "num_gpus",
+    "batch_size",
+    "in_flight",
+    "address",
+    "max_restarts",
+    "max_resubmits",
+    "runtime_env",
+)
+"""The keys of ``[ray]``: :class:`~mstudy.teachers.ray_pool.RayTeacher`'s parameters."""
+
 RUN_KEYS = (
     "progress",
     "cache",
@@ -250,6 +274,9 @@ class StudyConfig:
     run: dict[str, Any] = field(default_factory=dict)
     text: str = field(default="", repr=False)
     hub: dict[str, Any] = field(default_factory=dict)
+    ray: dict[str, Any] = field(default_factory=dict)
+    """Settings of the Ray teacher pool (``replicas``, ``num_gpus``, ...), used by
+    ``mstudy run --ray``."""
 
     @property
     def base_dir(self) -> Path:
@@ -399,12 +426,17 @@ class StudyConfig:
             jobs.append(("sinks", self.rejects, self.where("rejects")))
         return jobs
 
-    def build(self, *, progress: bool | None = None) -> tuple[Study, str | Documents]:
+    def build(
+        self, *, progress: bool | None = None, ray_address: str | None = None, ray: bool = False
+    ) -> tuple[Study, str | Documents]:
         """Build every component and the :class:`~mstudy.study.Study`; returns it and the source
         (the path, or a :class:`~mstudy.documents.Documents` for ``kind = "documents"``).
 
         All names are looked up first (no import), so a misspelt one is reported before a
-        teacher model loads. ``progress`` overrides ``[run] progress``.
+        teacher model loads. ``progress`` overrides ``[run] progress``. With ``ray``, the
+        teacher is a :class:`~mstudy.teachers.ray_pool.RayTeacher` pool set by ``[ray]``
+        (joining ``ray_address``, else ``[ray] address``), whose actors each build the
+        ``[teacher]``.
         """
         from mstudy.study import Study
 
@@ -413,6 +445,9 @@ class StudyConfig:
         built: list[object] = []
         try:
             for kind, table, where in jobs:
+                if kind == "teachers" and ray:
+                    built.append(self._ray_teacher(ray_address))
+                    continue
                 built.append(build_component(kind, table, where, base_dir=self.base_dir))
             n_strategies, n_filters = len(self.strategies), len(self.filters)
             strategies = cast("list[Strategy]", built[:n_strategies])
@@ -482,6 +517,22 @@ class StudyConfig:
         except ConfigError as exc:
             key = exc.parameter if exc.parameter in self.source else None
             raise exc.located(*where(key), parameter=key) from exc
+
+    def _ray_teacher(self, address: str | None) -> object:
+        """The ``[teacher]`` as a Ray actor pool; each actor builds it from the table."""
+        from mstudy.teachers.ray_pool import RayTeacher
+
+        factory = functools.partial(
+            build_component,
+            "teachers",
+            dict(self.teacher),
+            f"{self.path} [teacher]",
+            base_dir=self.base_dir,
+        )
+        settings = dict(self.ray)
+        if address is not None:
+            settings["address"] = address
+        return RayTeacher(factory, **settings)
 
 
 def _error(message: str, place: Place, parameter: str | None = None) -> ConfigError:
@@ -819,6 +870,10 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
     _check_run(run, locator, path)
 
     hub = _parse_hub(data.get("hub", {}), locator, path)
+    ray = data.get("ray", {})
+    if not isinstance(ray, Mapping):
+        raise fail("[ray] must be a table", locator.line("ray"), "ray")
+    _check_keys(ray, RAY_KEYS, "ray", locator, path)
     teacher = _component(data["teacher"], "teacher", None, locator, path)
     rejects = data.get("rejects")
     config = StudyConfig(
@@ -832,6 +887,7 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
         run=dict(run),
         text=text,
         hub=hub,
+        ray=dict(ray),
     )
     for i, table in enumerate(config.strategies):
         _check_templates(table, config.where("strategies", i))

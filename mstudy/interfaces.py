@@ -179,6 +179,15 @@ class SchemaConstrained(Protocol):
 
 
 @runtime_checkable
+class Discounted(Protocol):
+    """A teacher whose calls cost a share of the listed price (a provider's batch API):
+    a study's budget and its dry-run estimate multiply prices by ``price_factor``."""
+
+    @property
+    def price_factor(self) -> float: ...
+
+
+@runtime_checkable
 class Closable(Protocol):
     """Holds resources (a model, a connection pool, temporary files) that ``close`` frees."""
 
@@ -203,7 +212,7 @@ CORE: dict[str, type] = {
 """The protocol a plugin of each kind must satisfy."""
 
 CAPABILITIES: dict[str, tuple[type, ...]] = {
-    "teachers": (TokenCounter, SchemaConstrained, Closable),
+    "teachers": (TokenCounter, SchemaConstrained, Discounted, Closable),
     "strategies": (Fingerprinted, Memoizable, Parametrised),
     "filters": (Fingerprinted, Resettable, Stateful, BatchFilter, Closable),
     "sinks": (Preparable,),
@@ -246,6 +255,7 @@ __all__ = [
     "CORE",
     "BatchFilter",
     "Closable",
+    "Discounted",
     "Filter",
     "Fingerprinted",
     "Memoizable",

@@ -12,6 +12,7 @@ flight together are sent once; with a cache, stored calls are not made again.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,15 @@ from mstudy.budget import Budget, Estimate, count_prompt_tokens
 from mstudy.cache import CallCache
 from mstudy.errors import ConfigError
 from mstudy.fingerprints import fingerprint as component_fingerprint
-from mstudy.interfaces import Filter, Resettable, Sink, Strategy, Teacher, TokenCounter
+from mstudy.interfaces import (
+    Discounted,
+    Filter,
+    Resettable,
+    Sink,
+    Strategy,
+    Teacher,
+    TokenCounter,
+)
 from mstudy.records import Example, Rejection
 from mstudy.report import Report
 
@@ -118,6 +127,8 @@ class Study:
         self.cache: CallCache | None = CallCache(cache) if isinstance(cache, (str, Path)) else cache
         self.journal = Path(journal) if journal is not None else None
         self.checkpoint_every = checkpoint_every
+        if budget is not None and isinstance(self.teacher, Discounted):
+            budget = dataclasses.replace(budget, price_factor=self.teacher.price_factor)
         self.budget = budget
         self.last_report: Report | None = None
 

@@ -10,6 +10,7 @@ import mstudy
 
 EXPORTED = [
     "AmbiguousPluginError",
+    "BatchTeacher",
     "Budget",
     "CapabilityError",
     "ChainOfThought",
