@@ -4,7 +4,7 @@ the embedded SmolLM2 teacher paraphrases and explains each chunk, and the accept
 written as the full rows and as TRL ``messages`` JSON Lines, which ``datasets`` loads for
 ``SFTTrainer``. Run::
 
-    python examples/documents_to_sft.py --limit 3 --out out/docs
+    python examples/documents_to_sft.py --limit 2 --out out/docs
 
 ``--docs FOLDER`` takes any folder of .txt, .md, .html and .pdf files; ``--teacher scripted``
 runs without a model (to see the data path in a second). ``mstudy export`` writes the same
@@ -27,8 +27,8 @@ PYTHON_TUTORIAL = Path("/usr/share/doc/python3.11/html/tutorial")
 def main() -> None:
     parser = argparse.ArgumentParser(description="Documents -> chunks -> studied -> SFT data.")
     parser.add_argument("--docs", type=Path, default=PYTHON_TUTORIAL, help="a file or folder")
-    parser.add_argument("--limit", type=int, default=3, help="study the first N chunks")
-    parser.add_argument("--max-tokens", type=int, default=200, help="tokens per chunk")
+    parser.add_argument("--limit", type=int, default=2, help="study the first N chunks")
+    parser.add_argument("--max-tokens", type=int, default=160, help="tokens per chunk")
     parser.add_argument("--teacher", choices=["default", "scripted"], default="default")
     parser.add_argument("--out", type=Path, default=Path("out/docs"))
     args = parser.parse_args()
@@ -46,7 +46,7 @@ def main() -> None:
     )
     print(f"{len(source.files())} documents in {args.docs}; tokens: {source.tokens_counted_by}")
 
-    params = {"max_new_tokens": 96, "seed": 0}
+    params = {"max_new_tokens": 64, "seed": 0}
     train = MessagesSink(args.out / "train-messages.jsonl", keep=["id"])
     study = mstudy.Study(
         teacher,

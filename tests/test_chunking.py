@@ -154,3 +154,25 @@ def test_empty_and_whitespace_give_no_chunk_and_bad_settings_are_refused() -> No
         chunk_text("a b", 10, 10, words)
     with pytest.raises(ValueError, match="max_tokens"):
         chunk_text("a b", 0, 0, words)
+
+
+@settings(max_examples=15, deadline=None)
+@given(text=DOCUMENT.filter(str.strip), other=DOCUMENT, max_tokens=st.integers(4, 40))
+def test_chunk_ids_depend_on_the_document_alone(text: str, other: str, max_tokens: int) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from mstudy.documents import Documents
+
+    def ids(folder: Path) -> list[str]:
+        source = Documents(folder, max_tokens=max_tokens, overlap=max_tokens // 4)
+        return [r.id for r in source.records() if r.fields["path"] == "d/doc.md"]
+
+    with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as two:
+        for root in (Path(one), Path(two)):
+            (root / "d").mkdir()
+            (root / "d" / "doc.md").write_text(text, encoding="utf-8")
+        (Path(two) / "a.txt").write_text(other or "x", encoding="utf-8")  # read before it
+        first = ids(Path(one))
+        assert first and len(set(first)) == len(first)
+        assert ids(Path(one)) == first == ids(Path(two))

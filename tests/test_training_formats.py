@@ -154,10 +154,13 @@ def test_a_sink_by_name_in_a_study_config(tmp_path: Path) -> None:
         '[teacher]\nname = "scripted"\nreply = "A program was written by Ada, they say."\n\n'
         '[[strategies]]\nname = "paraphrase"\n\n'
         '[[sinks]]\nname = "sft_messages"\npath = "out/train.jsonl"\nsystem = "Be exact."\n'
+        'keep = ["id"]\ninstructions = { paraphrase = "Reword it." }\n'
     )
     assert main(["run", str(tmp_path / "study.toml"), "--quiet"]) == 0
     (row,) = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+    assert row["messages"][1]["content"] == "Reword it.\n\nAda wrote a program."
+    assert set(row) == {"messages", "id"}
 
 
 # -- a study's rows, through the sinks and through `mstudy export` ----------------------------
