@@ -61,11 +61,13 @@ from mstudy.study import Study, StudyRun
 from mstudy.teachers.scripted import ScriptedTeacher
 
 if TYPE_CHECKING:
+    from mstudy.documents import Documents
     from mstudy.sinks.hf import DatasetSink, SaveToDiskSink
     from mstudy.sinks.jsonl import JSONLSink
     from mstudy.sinks.parquet import ParquetSink
 
 _LAZY = {
+    "Documents": "mstudy.documents",
     "JSONLSink": "mstudy.sinks.jsonl",
     "ParquetSink": "mstudy.sinks.parquet",
     "DatasetSink": "mstudy.sinks.hf",
@@ -97,6 +99,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "DatasetSink",
+    "Documents",
     "Estimate",
     "ExactDedup",
     "Example",

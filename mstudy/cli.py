@@ -6,6 +6,8 @@
                           [--push-to-hub REPO] [--save-for-hub DIR]
     mstudy plugins [--json] [--check] [--kind K] [--verbose]
     mstudy view PATH [--port N] [--open] [--source FILE] [--refresh SECONDS]
+    mstudy export OUTPUT --format F --out PATH [--system TEXT] [--instruction S=TEXT]
+                         [--keep FIELD] [--conversational]
     mstudy --version
 
 Exit codes: 0 success, 1 a failure while running (or ``plugins --check`` found a broken
@@ -430,12 +432,101 @@ def _add_probe(subparsers: _Subparsers) -> None:
     register(subparsers)
 
 
+# -- mstudy export ----------------------------------------------------------------------------
+
+
+def _add_export(subparsers: _Subparsers) -> None:
+    from mstudy.sinks.formats import FORMATS
+
+    parser = subparsers.add_parser(
+        "export",
+        help="write a study's output in a training format (TRL, Alpaca, ShareGPT, text)",
+        description="Read the rows a study wrote (JSON Lines, Parquet or a saved dataset) and "
+        "write them in a training format. Rows with no place in the format are counted on "
+        "stderr, not written.",
+    )
+    parser.add_argument("output", type=Path, help="the rows mstudy wrote (.jsonl or .parquet)")
+    parser.add_argument(
+        "--format", required=True, choices=sorted(FORMATS), help="the training format"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="the file to write (.jsonl, or .parquet)"
+    )
+    parser.add_argument("--system", metavar="TEXT", help="a system message for every row")
+    parser.add_argument(
+        "--instruction",
+        action="append",
+        default=[],
+        metavar="STRATEGY=TEXT",
+        help="the instruction for a strategy's rows (repeatable; '*' for any other strategy)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="copy this field of each row into the output as it is (repeatable; e.g. id)",
+    )
+    parser.add_argument(
+        "--conversational",
+        action="store_true",
+        help="sft_prompt_completion only: prompt and completion as message lists",
+    )
+    parser.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from mstudy.records import Record
+    from mstudy.sinks.training import training_sink
+    from mstudy.sources import iter_source
+
+    instructions: dict[str, str] = {}
+    for item in args.instruction:
+        strategy, sep, text = item.partition("=")
+        if not sep or not strategy.strip():
+            raise ConfigError(f"--instruction takes STRATEGY=TEXT, got {item!r}")
+        instructions[strategy.strip()] = text
+    if args.conversational and args.format != "sft_prompt_completion":
+        raise ConfigError("--conversational applies to --format sft_prompt_completion only")
+    if args.output.resolve() == args.out.resolve():
+        raise ConfigError(f"--out {args.out} is the output being read; write another file")
+    options: dict[str, Any] = {"instructions": instructions, "system": args.system}
+    options["keep"] = args.keep
+    if args.conversational:
+        options["conversational"] = True
+    rows = iter_source(args.output)  # checks the path before anything is created
+    unreadable: Counter[str] = Counter()
+    with training_sink(args.format, args.out, **options) as sink:
+        batch: list[Any] = []
+        for item in rows:
+            if isinstance(item, Record):
+                batch.append(item.fields)
+            else:
+                unreadable[item.reason] += 1
+            if len(batch) >= 1000:
+                sink.write(batch)
+                batch = []
+        sink.write(batch)
+    skipped = Counter({f"unreadable row ({k})": n for k, n in unreadable.items()})
+    skipped.update(sink.skipped)
+    message = f"wrote {sink.rows_formatted} rows to {args.out}"
+    message += f" ({args.format})"
+    if skipped:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped.most_common())
+        message += f"; not written: {sum(skipped.values())} ({reasons})"
+    print(message, file=sys.stderr)
+    return EXIT_OK
+
+
 COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     _add_run,
     _add_probe,
     _add_plugins,
     _add_cache,
     _add_view,
+    _add_export,
 )
 """Each adds one subcommand."""
 

@@ -6,6 +6,8 @@
     path = "facts.jsonl"          # relative paths resolve against this file's folder
     id_field = "id"               # optional
     limit = 100                   # optional
+    # kind = "documents"          # a file or folder of .txt/.md/.html/.pdf, chunked; then also
+    # max_tokens = 512, overlap = 64, tokenizer = "teacher", suffixes = [".md"], max_bytes
 
     [teacher]
     name = "scripted"             # a teacher plugin name, or "dist:name"
@@ -82,6 +84,7 @@ else:  # pragma: no cover - Python 3.10
 
 if TYPE_CHECKING:
     from mstudy.chain import Chain
+    from mstudy.documents import Documents
     from mstudy.interfaces import Filter, Sink, Strategy, Teacher
     from mstudy.study import Study
 
@@ -98,7 +101,12 @@ SECTIONS = (
     "stages",
 )
 """The top-level sections a study config may have."""
-SOURCE_KEYS = ("path", "id_field", "limit")
+SOURCE_KEYS = ("kind", "path", "id_field", "limit")
+SOURCE_KINDS = ("records", "documents")
+"""``[source] kind``: ``records`` (JSONL, Parquet, a saved dataset; the default) or
+``documents`` (a file or folder of .txt/.md/.html/.pdf, chunked: :class:`mstudy.Documents`)."""
+DOCUMENT_KEYS = ("max_tokens", "overlap", "tokenizer", "suffixes", "max_bytes")
+"""The ``[source]`` keys of ``kind = "documents"`` (the parameters of :class:`mstudy.Documents`)."""
 STAGE_KEYS = ("name", "teacher", "strategies", "filters", "sinks", "rejects")
 """The keys of a ``[[stages]]`` table (:mod:`mstudy.chain`)."""
 ROUND_KEYS = ("rounds", "schedule")
@@ -544,12 +552,15 @@ class StudyConfig:
         except BaseException:
             _abort_sinks(built)
             raise
+        if self.source.get("kind", "records") == "documents":
+            return chain, self._documents(teacher)
         return chain, self.source_path
 
     def build(
         self, *, progress: bool | None = None, ray_address: str | None = None, ray: bool = False
-    ) -> tuple[Study, str]:
-        """Build every component and the :class:`~mstudy.study.Study`; returns it and the source.
+    ) -> tuple[Study, str | Documents]:
+        """Build every component and the :class:`~mstudy.study.Study`; returns it and the source
+        (the path, or a :class:`~mstudy.documents.Documents` for ``kind = "documents"``).
 
         All names are looked up first (no import), so a misspelt one is reported before a
         teacher model loads. ``progress`` overrides ``[run] progress``. With ``ray``, the
@@ -608,7 +619,41 @@ class StudyConfig:
         except BaseException:
             _abort_sinks(built[len(self.strategies) + len(self.filters) + 1 :])
             raise
+        if self.source.get("kind", "records") == "documents":
+            return study, self._documents(teacher)
         return study, self.source_path
+
+    def _documents(self, teacher: Teacher) -> Documents:
+        """The ``kind = "documents"`` source; ``tokenizer`` is ``"teacher"`` (the default: the
+        teacher's tokenizer when it has one, else the approximation), ``"approximate"``, or a
+        tokenizer name or folder."""
+        from mstudy.documents import Documents
+        from mstudy.interfaces import TokenCounter
+
+        where = self.where("source")
+        setting = self.source.get("tokenizer")
+        tokenizer: object = None
+        if setting in (None, "teacher"):
+            if isinstance(teacher, TokenCounter):
+                tokenizer = teacher
+            elif setting == "teacher":
+                raise _error(
+                    f'tokenizer = "teacher": the {teacher.name!r} teacher has no tokenizer '
+                    '(it does not count tokens); name one, or use "approximate"',
+                    where("tokenizer"),
+                    "tokenizer",
+                )
+        elif setting != "approximate":
+            local = Path(resolve_path(setting, self.base_dir))
+            tokenizer = str(local) if local.exists() else setting
+        options = {
+            k: self.source[k] for k in DOCUMENT_KEYS if k in self.source and k != "tokenizer"
+        }
+        try:
+            return Documents(self.source_path, tokenizer=tokenizer, **options)
+        except ConfigError as exc:
+            key = exc.parameter if exc.parameter in self.source else None
+            raise exc.located(*where(key), parameter=key) from exc
 
     def _ray_teacher(self, address: str | None) -> object:
         """The ``[teacher]`` as a Ray actor pool; each actor builds it from the table."""
@@ -945,13 +990,29 @@ def parse_config(text: str, path: str | Path = "study.toml") -> StudyConfig:
     if not isinstance(source, Mapping):
         raise fail("[source] must be a table", locator.line("source"), "source")
     source = dict(source)
-    _check_keys(source, SOURCE_KEYS, "source", locator, path)
+    kind = source.get("kind", "records")
+    if kind not in SOURCE_KINDS:
+        raise fail(
+            f"[source] kind must be one of {', '.join(map(repr, SOURCE_KINDS))}, got {kind!r}",
+            locator.line("source", None, "kind"),
+            "kind",
+        )
+    accepted = SOURCE_KEYS + (DOCUMENT_KEYS if kind == "documents" else ())
+    _check_keys(source, accepted, "source", locator, path)
     if not isinstance(source.get("path"), str) or not source["path"].strip():
         raise fail(
-            "[source] needs a 'path' string (a JSONL or Parquet file)",
+            "[source] needs a 'path' string ("
+            + (
+                "a file or folder of documents"
+                if kind == "documents"
+                else "a JSONL or Parquet file"
+            )
+            + ")",
             locator.line("source", None, "path"),
             "path",
         )
+    if kind == "documents":
+        _check_documents(source, lambda key: locator.line("source", None, key), path)
     limit = source.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise fail(
@@ -1062,6 +1123,35 @@ def _parse_stages(raw: Any, locator: _Locator, path: Path) -> list[dict[str, Any
     return stages
 
 
+def _check_documents(
+    source: Mapping[str, Any], line: Callable[[str], int | None], path: Path
+) -> None:
+    """The value types of a ``kind = "documents"`` source (ranges are checked on build)."""
+
+    def fail(key: str, rule: str) -> ConfigError:
+        return ConfigError(
+            f"{key} must be {rule}, got {source[key]!r}",
+            parameter=key,
+            path=str(path),
+            line=line(key),
+        )
+
+    for key in ("max_tokens", "overlap", "max_bytes"):
+        value = source.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise fail(key, "a non-negative integer")
+    max_tokens, overlap = source.get("max_tokens", 512), source.get("overlap", 64)
+    if not 0 <= overlap < max_tokens:
+        raise fail("overlap", f"less than max_tokens ({max_tokens})")
+    if "tokenizer" in source and (
+        not isinstance(source["tokenizer"], str) or not source["tokenizer"].strip()
+    ):
+        raise fail("tokenizer", '"teacher", "approximate", or a tokenizer name or folder')
+    suffixes = source.get("suffixes", [".txt"])
+    if not isinstance(suffixes, list) or not all(isinstance(x, str) for x in suffixes):
+        raise fail("suffixes", 'a list of file suffixes, e.g. [".md", ".html"]')
+
+
 def _parse_hub(hub: Any, locator: _Locator, path: Path) -> dict[str, Any]:
     """The checked ``[hub]`` table: known keys of the right types, no token, a valid repo id."""
     if not isinstance(hub, Mapping):
@@ -1118,8 +1208,10 @@ def load_config(path: str | Path) -> StudyConfig:
 
 
 __all__ = [
+    "DOCUMENT_KEYS",
     "HUB_KEYS",
     "SECTIONS",
+    "SOURCE_KINDS",
     "TEMPLATE_KEYS",
     "HubSettings",
     "Place",

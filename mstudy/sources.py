@@ -26,13 +26,19 @@ import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from mstudy._fieldcheck import SeenIds, check_fields
 from mstudy.errors import ConfigError, RecordError
 from mstudy.records import Record, Rejection, id_problem
 
-__all__ = ["JSONL_SUFFIXES", "PARQUET_SUFFIXES", "iter_source", "source_length"]
+__all__ = [
+    "JSONL_SUFFIXES",
+    "PARQUET_SUFFIXES",
+    "RecordSource",
+    "iter_source",
+    "source_length",
+]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -43,15 +49,27 @@ _PREVIEW = 80
 # -- public API ---------------------------------------------------------------------------------
 
 
+@runtime_checkable
+class RecordSource(Protocol):
+    """A source that makes its own records (and input rejections), such as
+    :class:`mstudy.Documents`: ``records`` yields them in a stable order, each with a stable
+    id, the id also under ``id_field`` in its fields."""
+
+    def records(self, *, id_field: str = "id") -> Iterator[Record | Rejection]: ...
+
+
 def iter_source(source: object, *, id_field: str = "id") -> Iterator[Record | Rejection]:
     """Yield a :class:`Record` (or an input :class:`Rejection`) for each row of ``source``.
 
     ``source`` is an iterable of mappings, a ``datasets.Dataset``/``IterableDataset``, or a
     path (``str``/``Path``) to a ``.jsonl``/``.json``/``.jsonl.gz`` file (JSON Lines; a
     ``.json`` file holding one JSON array is read whole), a ``.parquet`` file, or a folder
-    written by ``Dataset.save_to_disk``. The source is checked now (missing file, unknown
-    extension: :class:`ConfigError`); rows are read lazily as the iterator is consumed.
+    written by ``Dataset.save_to_disk``, or a :class:`RecordSource` (:class:`mstudy.Documents`).
+    The source is checked now (missing file, unknown extension: :class:`ConfigError`); rows
+    are read lazily as the iterator is consumed.
     """
+    if isinstance(source, RecordSource):
+        return source.records(id_field=id_field)
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.fspath(source))
         kind = _path_kind(path)

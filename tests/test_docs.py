@@ -169,7 +169,7 @@ KIND_PAGES = {
     "teachers": ("teachers.md",),
     "strategies": ("strategies.md",),
     "filters": ("filters.md", "selection.md"),
-    "sinks": ("sinks.md",),
+    "sinks": ("sinks.md", "training-formats.md"),
 }
 COMMON_STRATEGY_PARAMETERS = "Parameters of every strategy"
 BUILTINS = [

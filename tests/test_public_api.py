@@ -18,6 +18,7 @@ EXPORTED = [
     "Completion",
     "ConfigError",
     "DatasetSink",
+    "Documents",
     "Estimate",
     "ExactDedup",
     "Example",

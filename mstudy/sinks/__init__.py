@@ -14,14 +14,28 @@ if TYPE_CHECKING:
     from mstudy.sinks.hf import DatasetSink, SaveToDiskSink
     from mstudy.sinks.jsonl import JSONLSink
     from mstudy.sinks.parquet import ParquetSink
+    from mstudy.sinks.training import (
+        AlpacaSink,
+        MessagesSink,
+        PromptCompletionSink,
+        ShareGPTSink,
+        TextSink,
+        TrainingFormatSink,
+    )
 
 __all__ = [
+    "AlpacaSink",
     "AtomicFile",
     "BaseSink",
     "DatasetSink",
     "JSONLSink",
+    "MessagesSink",
     "ParquetSink",
+    "PromptCompletionSink",
     "SaveToDiskSink",
+    "ShareGPTSink",
+    "TextSink",
+    "TrainingFormatSink",
 ]
 
 _MODULES = {
@@ -31,6 +45,17 @@ _MODULES = {
     "JSONLSink": "mstudy.sinks.jsonl",
     "ParquetSink": "mstudy.sinks.parquet",
     "SaveToDiskSink": "mstudy.sinks.hf",
+    **{
+        name: "mstudy.sinks.training"
+        for name in (
+            "AlpacaSink",
+            "MessagesSink",
+            "PromptCompletionSink",
+            "ShareGPTSink",
+            "TextSink",
+            "TrainingFormatSink",
+        )
+    },
 }
 
 
