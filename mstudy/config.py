@@ -471,7 +471,7 @@ class StudyConfig:
 
     def build_chain(
         self, *, progress: bool | None = None, ray_address: str | None = None, ray: bool = False
-    ) -> tuple[Chain, str]:
+    ) -> tuple[Chain, str | Documents]:
         """Build the :class:`~mstudy.chain.Chain` that ``[[stages]]`` describe, and its source.
 
         Stages without a ``teacher`` share the top-level one; ``[[sinks]]`` and ``[rejects]``
