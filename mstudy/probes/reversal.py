@@ -116,6 +116,11 @@ def run_probe(
             "round": c.sample,
             "pattern": c.pattern,
             "selected": outcome.reversals.get(c.fact.id) is c,
+            "roles": c.check,
+            "evidence": (
+                outcome.evidence.get(c.fact.id) if outcome.reversals.get(c.fact.id) is c else None
+            ),
+            "truth": world.reversal_truth(c.fact, c.text),
             "true": world.is_true_reversal(c.fact, c.text),
         }
         for c in outcome.candidates

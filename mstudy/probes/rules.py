@@ -172,6 +172,8 @@ class Candidate:
     text: str
     sample: int
     group: str
+    check: str = "unknown"
+    """The role check's reading against the source (``role_check``): kept, unknown, ..."""
 
     @property
     def pattern(self) -> str:
