@@ -40,6 +40,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=DEFAULTS["samples"])
     parser.add_argument("--world-dir", type=Path, default=None)
     parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None, help="teacher call cache")
     parser.add_argument("--out", type=Path, default=Path("out/bench-probe"))
     parser.add_argument("--budget", type=float, default=300.0, help="seconds (default 300)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -56,6 +57,7 @@ def main() -> int:
         samples=args.samples,
         world_dir=args.world_dir,
         world_seed=args.world_seed,
+        cache=args.cache,
         progress=not args.quiet,
     )
     total, total_cpu = time.perf_counter() - start, time.process_time() - cpu

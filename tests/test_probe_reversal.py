@@ -121,7 +121,8 @@ def _messy_teacher(world: World) -> ScriptedTeacher:
                 .replace("@", fact.object)
             )
         if kind == 2:  # the subject misspelt
-            return f"{fact.object} was made by {fact.subject[:-1]}x."
+            last = "q" if fact.subject[-1] != "q" else "z"
+            return f"{fact.object} was made by {fact.subject[:-1]}{last}."
         return f"{fact.object} is the child of {fact.subject}."
 
     return ScriptedTeacher(reply)
@@ -180,12 +181,12 @@ def test_teacher_text_containing_a_scored_question_is_dropped() -> None:
         fact = next(f for f in world.facts if f.subject == v.get("subject"))
         text = world.inverse_statement(fact)
         if fact is victim and request.strategy == "reverse":
-            return f"{text[:-1]}; {question.lower()} {fact.subject}."
+            return f"{fact.object} ({question}){text[len(fact.object) :]}"
         if request.strategy == "paraphrase":
             return world.paraphrase_statement(fact)
         return text
 
-    outcome = study_world(world, ScriptedTeacher(reply), samples=1, min_support=1)
+    outcome = study_world(world, ScriptedTeacher(reply), samples=1, min_agreement=1)
     assert victim.id in outcome.reversals
     data = build_student_data(world, outcome)
     assert data.leak_check["dropped"] == 1

@@ -35,7 +35,7 @@ looks at any answer key: it reads the example's ``input``, ``subject`` and ``obj
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,7 +46,16 @@ from mstudy.text import normalize
 
 __all__ = ["FUNCTION_WORDS", "RoleCheck", "RoleVerdict", "relation_words", "role_verdict"]
 
-Reading = Literal["kept", "swapped", "unknown", "incomplete", "adds a claim", "no entities"]
+Reading = Literal[
+    "kept",
+    "swapped",
+    "unknown",
+    "ungrounded",
+    "other relation",
+    "incomplete",
+    "adds a claim",
+    "no entities",
+]
 
 # fmt: off
 FUNCTION_WORDS = frozenset([
@@ -138,9 +147,13 @@ def _is_form(word: str, content: Sequence[str]) -> bool:
     return any(_stem_related(word, c) for c in content)
 
 
-def _agentive(word: str, content: Sequence[str], phrase: Sequence[str]) -> bool:
-    """A word naming the doer of the relation: its agent noun (``teacher``, ``founder``), or
-    the source's own role noun when the source says ``A is the <noun> of B``."""
+def _agentive(
+    word: str, content: Sequence[str], phrase: Sequence[str], agents: frozenset[str] = frozenset()
+) -> bool:
+    """A word naming the doer of the relation: its agent noun (``teacher``, ``founder``, or
+    one of ``agents``), or the source's own role noun when it says ``A is the <noun> of B``."""
+    if word in agents:
+        return True
     if not _is_form(word, content):
         return False
     if word in phrase and "of" in phrase and phrase.index(word) < phrase.index("of"):
@@ -148,7 +161,9 @@ def _agentive(word: str, content: Sequence[str], phrase: Sequence[str]) -> bool:
     return word.endswith(_AGENT_ENDINGS) and word not in phrase
 
 
-def _active_verb(between: Sequence[str], content: Sequence[str], phrase: Sequence[str]) -> bool:
+def _active_verb(
+    between: Sequence[str], content: Sequence[str], phrase: Sequence[str], agents: frozenset[str]
+) -> bool:
     """``<o> [adverb] <verb form> <s>``: the object doing the relation, active voice."""
     if not between or between[-1] in ("by",) or between[0] in _AUX:
         return False
@@ -158,14 +173,23 @@ def _active_verb(between: Sequence[str], content: Sequence[str], phrase: Sequenc
     verb = verbs[-1]
     rest = [w for w in between if w != verb]
     return all(w in FUNCTION_WORDS and w not in _AUX for w in rest) and not _agentive(
-        verb, content, phrase
+        verb, content, phrase, agents
     )
 
 
-def role_verdict(source: str, text: str, subject: str, obj: str) -> RoleVerdict:
+def _participle(word: str) -> bool:
+    return word.endswith(("ed", "en")) or word in _IRREGULAR
+
+
+def role_verdict(
+    source: str, text: str, subject: str, obj: str, *, agents: Sequence[str] = ()
+) -> RoleVerdict:
     """Read ``text`` (a reversal of ``source``: ``subject ... object``) for who holds which
-    role; see the module docstring for the readings."""
+    role; see the module docstring for the readings. ``agents``: more words naming the doer
+    of this relation (``author`` for ``wrote``), e.g. from the relation's noun forms."""
     phrase, content = relation_words(source, subject, obj)
+    doers = frozenset(normalize(a) for a in agents if normalize(a))
+    content = [*content, *doers]
     words = normalize(text).split()
     s, o = normalize(subject).split(), normalize(obj).split()
     io = _find(words, o) if o else -1
@@ -188,28 +212,53 @@ def role_verdict(source: str, text: str, subject: str, obj: str) -> RoleVerdict:
     if not symmetric:
         if between + tail == list(phrase):
             return RoleVerdict("swapped", "the source's wording with the names exchanged")
-        agent = [w for w in between if _agentive(w, content, phrase)]
+        agent = [w for w in between if _agentive(w, content, phrase, doers)]
         if agent and not tail:
             last = between[between.index(agent[-1]) + 1 :]
             # "<o> is the mentor of <s>", "<o> is the founder of <s>"
             if (not last or last[0] in ("of", "to", "for")) and between[-1] not in ("is", "was"):
                 return RoleVerdict("swapped", f"{obj!r} is called the {agent[-1]!r}")
-        if tail and tail[0] == "s" and any(_agentive(w, content, phrase) for w in tail[1:]):
+        if tail and tail[0] == "s" and any(_agentive(w, content, phrase, doers) for w in tail[1:]):
             return RoleVerdict("swapped", f"{obj!r} is called the {tail[-1]!r} of {subject!r}")
-        if _active_verb(between, content, phrase) and not tail:
+        if _active_verb(between, content, phrase, doers) and not tail:
             return RoleVerdict("swapped", f"{obj!r} does what {subject!r} did")
     # -- readings that keep the roles -------------------------------------------------------
     for k, w in enumerate(between[:-1]):
         if _is_form(w, content) and between[k + 1] == "by":
             return RoleVerdict("kept", f"{w!r} by the subject (passive)")
     possessive = len(between) >= 2 and between[-1] in ("is", "was") and between[0] in ("s", "whose")
-    if possessive and any(_agentive(w, content, phrase) for w in between[1:-1]):
+    if possessive and any(_agentive(w, content, phrase, doers) for w in between[1:-1]):
         return RoleVerdict("kept", "the object's possessive names the subject's role")
     if between and between[-1] in _RELATIVE and any(_is_form(w, content) for w in tail):
         return RoleVerdict("kept", "a relative clause with the subject doing the relation")
     if symmetric and between + tail == list(phrase):
         return RoleVerdict("kept", "a symmetric relation with the names exchanged")
-    return RoleVerdict("unknown", "the roles are neither confirmed nor contradicted")
+    for k, w in enumerate(between[:-1]):
+        if between[k + 1] == "by" and _participle(w) and w not in FUNCTION_WORDS:
+            return RoleVerdict(
+                "other relation", f"{w!r} by the subject is not the source's relation"
+            )
+    if any(_is_form(w, content) for w in between + tail):
+        return RoleVerdict("unknown", "a form of the relation, roles neither confirmed nor denied")
+    return RoleVerdict("ungrounded", "no word of the source's relation; roles unverifiable")
+
+
+DEFAULT_AGENTS: Mapping[str, Sequence[str]] = {
+    "wrote": ["author", "writer"],
+    "writes": ["author", "writer"],
+    "teaches": ["teacher", "tutor", "instructor"],
+    "taught": ["teacher", "tutor", "instructor"],
+    "painted": ["painter", "artist"],
+    "composed": ["composer"],
+    "owns": ["owner"],
+    "employs": ["employer", "boss"],
+    "directed": ["director"],
+    "mentors": ["mentor"],
+    "coaches": ["coach", "trainer"],
+    "built": ["builder"],
+    "invented": ["inventor"],
+}
+"""Relation word (normalised) -> nouns naming its doer that share no stem with it."""
 
 
 class RoleCheck(RowFilter):
@@ -218,7 +267,9 @@ class RoleCheck(RowFilter):
     Reads the ``input`` (source), ``text`` (reversal), ``subject`` and ``object`` fields
     (names configurable) of examples of ``strategies``; an example without them passes
     (``reverse_check`` with ``require_entities`` is the filter that insists on them).
-    ``reject`` lists the readings of :func:`role_verdict` that are rejected.
+    ``reject`` lists the readings of :func:`role_verdict` that are rejected. ``agents`` maps a
+    relation word to nouns naming its doer that share no stem with it (``{"wrote":
+    ["author"]}``); they extend :data:`DEFAULT_AGENTS`.
     """
 
     name = "role_check"
@@ -231,9 +282,13 @@ class RoleCheck(RowFilter):
         source_field: str = "input",
         subject_field: str = "subject",
         object_field: str = "object",
-        reject: Sequence[str] = ("swapped", "incomplete", "adds a claim"),
+        reject: Sequence[str] = ("swapped", "other relation", "incomplete", "adds a claim"),
+        agents: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        allowed = {"swapped", "incomplete", "adds a claim", "unknown", "kept"}
+        allowed = {
+            "swapped", "other relation", "incomplete", "adds a claim", "unknown", "ungrounded",
+            "kept",
+        }  # fmt: skip
         bad = sorted(set(reject) - allowed)
         if bad:
             raise ValueError(f"role_check: unknown reading(s) {bad}; choose from {sorted(allowed)}")
@@ -241,6 +296,17 @@ class RoleCheck(RowFilter):
         self.field, self.source_field = field, source_field
         self.subject_field, self.object_field = subject_field, object_field
         self.reject = tuple(reject)
+        merged: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_AGENTS.items()}
+        for word, nouns in (agents or {}).items():
+            merged.setdefault(normalize(word), []).extend(normalize(n) for n in nouns)
+        self.agents = merged
+
+    def agents_for(self, source: str) -> list[str]:
+        """The doer nouns of the relation words in ``source``."""
+        found: list[str] = []
+        for word in normalize(source).split():
+            found.extend(self.agents.get(word, ()))
+        return found
 
     def reason(self, example: Example) -> tuple[str, str] | None:
         if self.strategies and example.strategy not in self.strategies:
@@ -252,7 +318,7 @@ class RoleCheck(RowFilter):
         if not all(isinstance(v, str) and v.strip() for v in values):
             return None
         text, source, subject, obj = (str(v) for v in values)
-        verdict = role_verdict(source, text, subject, obj)
+        verdict = role_verdict(source, text, subject, obj, agents=self.agents_for(source))
         if verdict.reading in self.reject:
             label = "roles swapped" if verdict.reading == "swapped" else verdict.reading
             return (label, f"{text[:120]!r}: {verdict.why}")

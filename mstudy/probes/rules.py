@@ -34,6 +34,7 @@ from mstudy.teachers.scripted import ScriptedTeacher
 
 __all__ = [
     "Candidate",
+    "RulesTeacher",
     "SubjectFirstFilter",
     "SwapFilter",
     "entities_by_id",
@@ -46,7 +47,16 @@ __all__ = [
 _S, _O = "\x01s\x01", "\x01o\x01"
 
 
-def rules_teacher(world: World) -> ScriptedTeacher:
+class RulesTeacher(ScriptedTeacher):
+    """A :class:`ScriptedTeacher` that writes whole statements from the world's templates.
+
+    The probe sends it requests without a prefill: a template need not start with a name
+    (``The company {object} was founded by {subject}.``), and a prefill would be glued in
+    front of it.
+    """
+
+
+def rules_teacher(world: World) -> RulesTeacher:
     """A teacher-free teacher: reversals from inverse templates, paraphrases from the spec."""
     by_pair = {(f.subject, f.object): f for f in world.facts}
     by_text = {world.statement(f): f for f in world.facts}
@@ -65,7 +75,7 @@ def rules_teacher(world: World) -> ScriptedTeacher:
         raise KeyError(f"the rules teacher has no rule for strategy {request.strategy!r}")
 
     relations = {name: r.to_dict() for name, r in world.relations.items()}
-    return ScriptedTeacher(reply, fingerprint=stable_hash(["probe-rules", relations]))
+    return RulesTeacher(reply, fingerprint=stable_hash(["probe-rules", relations]))
 
 
 def _abstract(text: str, subject: str, obj: str) -> str:

@@ -9,9 +9,13 @@ itself:
    (swapped roles, dangling clauses and added claims are rejected against the source);
 2. a candidate whose roles ``role_check`` *confirms* against the source (``kept``: a passive
    with the subject as agent, the object's possessive, a relative clause) is selected;
-3. otherwise (``unknown``: e.g. ``B is the apprentice of A``) a candidate is selected only
-   when at least ``min_agreement`` samples of the *same* fact agree on its pattern;
-4. agreement across facts only breaks ties.
+3. otherwise a candidate that uses a form of the source's relation but whose roles the check
+   can neither confirm nor deny (``unknown``) is selected only when at least
+   ``min_agreement`` samples of the *same* fact agree on its pattern;
+4. a candidate with no word of the source's relation (``ungrounded``: ``B is the apprentice
+   of A``, true, and ``B owes its existence to A``, vague, alike) cannot be verified and is
+   not selected;
+5. agreement across facts only breaks ties.
 
 Nothing here looks at the world's answer key.
 """
@@ -55,7 +59,7 @@ def select_verified(
         votes = agree[best.pattern] if best.pattern else 0
         if best.check == "kept":
             chosen[fact_id], evidence[fact_id] = best, "role check"
-        elif votes >= min_agreement:
+        elif best.check == "unknown" and votes >= min_agreement:
             chosen[fact_id], evidence[fact_id] = best, "samples agree"
         else:
             dropped[fact_id] = (

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from mstudy.filters.roles import role_verdict
+from mstudy.filters.roles import RoleCheck, role_verdict
 from mstudy.interfaces import Teacher
 from mstudy.probes.defaults import DEFAULTS
 from mstudy.probes.preflight import check_world_run
 from mstudy.probes.progress import Times, say, timer
 from mstudy.probes.prompts import probe_paraphrase, probe_reverse
-from mstudy.probes.rules import Candidate, group_key, rules_teacher
+from mstudy.probes.rules import Candidate, RulesTeacher, group_key, rules_teacher
 from mstudy.probes.selection import select_verified
 from mstudy.probes.study_calls import paraphrase_filters, records, reversal_filters, run_study
 from mstudy.probes.world import Fact, World
@@ -67,12 +68,14 @@ def _reversal_rounds(
     max_new_tokens: int,
     min_agreement: int,
     prefill: bool,
+    cache: str | Path | None,
 ) -> tuple[dict[str, Candidate], list[Candidate], dict[str, Any]]:
     """Sample reversals in rounds (a round asks only the facts still without a selected one);
     filter each (:func:`~mstudy.probes.study_calls.reversal_filters`); select by evidence from
     the fact's own source (:func:`~mstudy.probes.selection.select_verified`)."""
     facts = {f.id: f for f in world.facts}
     filters = reversal_filters(world)
+    roles = next(f for f in filters if isinstance(f, RoleCheck))
     candidates: list[Candidate] = []
     chosen: dict[str, Candidate] = {}
     dropped: dict[str, str] = {}
@@ -92,13 +95,16 @@ def _reversal_rounds(
         )
         say(progress, f"teacher: reversal round {round_ + 1} of {samples}, {len(todo)} facts")
         accepted, rejected, sent = run_study(
-            teacher, strategy, filters, records(world, todo), progress
+            teacher, strategy, filters, records(world, todo), progress, cache
         )
         requests += sent
         _count(reasons, rejected)
         for ex in accepted:
             fact = facts[ex.source_id]
-            reading = role_verdict(world.statement(fact), ex.text, fact.subject, fact.object)
+            source = world.statement(fact)
+            reading = role_verdict(
+                source, ex.text, fact.subject, fact.object, agents=roles.agents_for(source)
+            )
             candidates.append(
                 Candidate(fact, ex.text, round_, group_key(world, fact), reading.reading)
             )
@@ -120,6 +126,7 @@ def _paraphrase_rounds(
     seed: int,
     progress: bool,
     prefill: bool,
+    cache: str | Path | None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """One accepted paraphrase per fact of ``facts``, sampled in rounds; filtered by
     ``paraphrase_check``, subject-first, dedup and length.
@@ -141,7 +148,7 @@ def _paraphrase_rounds(
         )
         say(progress, f"teacher: paraphrase round {round_ + 1}, {len(todo)} facts")
         accepted, rejected, sent = run_study(
-            teacher, strategy, filters, records(world, todo), progress
+            teacher, strategy, filters, records(world, todo), progress, cache
         )
         requests += sent
         _count(reasons, rejected)
@@ -186,6 +193,7 @@ def study_world(
     max_new_tokens: int = 24,
     min_agreement: int = 2,
     progress: bool = False,
+    cache: str | Path | None = None,
 ) -> StudyOutcome:
     """Check the world end to end (:func:`~mstudy.probes.preflight.check_world_run`, before
     any teacher call), then run its forward statements through the teacher's studies.
@@ -193,6 +201,7 @@ def study_world(
     ``min_agreement``: how many samples of the same fact must agree on a reversal's pattern
     when the role check cannot confirm it (see
     :func:`~mstudy.probes.selection.select_verified`; 1 keeps every filtered reversal).
+    ``cache``: a call cache for the teacher's studies (default none: every call is made).
     """
     times: Times = {}
     with timer(times, "world check"):
@@ -203,7 +212,7 @@ def study_world(
         loader = getattr(model, "load", None)
         if callable(loader):
             loader()
-    prefill = teacher_name != "rules"  # the rules' templates need not start with a name
+    prefill = not isinstance(model, RulesTeacher)  # a template need not start with a name
     with timer(times, "teacher reversals"):
         chosen, candidates, rstats = _reversal_rounds(
             world,
@@ -214,6 +223,7 @@ def study_world(
             max_new_tokens=max_new_tokens,
             min_agreement=min_agreement,
             prefill=prefill,
+            cache=cache,
         )
     reversed_facts = [f for f in world.facts if f.id in chosen]
     with timer(times, "teacher paraphrases"):
@@ -225,6 +235,7 @@ def study_world(
             seed=seed,
             progress=progress,
             prefill=prefill,
+            cache=cache,
         )
     closer = getattr(model, "close", None)
     if callable(closer) and isinstance(teacher, str):
@@ -251,6 +262,7 @@ def study_world(
         "true_before_selection": everything["true"],
         "precision_before_selection": everything["true_rate"],
         "requests": rstats["requests"],
+        "call_cache": str(cache) if cache is not None else None,
         "rounds": rstats["rounds"],
         "rejections": rstats["rejections"],
         "precision_definition": (
