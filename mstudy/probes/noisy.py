@@ -5,8 +5,9 @@ request is, with probability ``rate``, answered with one of three kinds of error
 *systematically*: the same facts and the same kind per relation in every round, as a real
 teacher's habits are; see ``systematic``):
 
-* ``swap``: the roles exchanged, in one of the spec's own subject-first forms with the names
-  swapped (``B teaches A``, ``B is the teacher of A`` for ``A teaches B``): false;
+* ``swap``: the roles exchanged, in the spec's own subject-first noun form (a paraphrase;
+  the forward template where there is none) with the names swapped (``B is the teacher of
+  A`` for ``A teaches B``): false;
 * ``hallucination``: a clause the fact does not support: another relation's inverse
   statement between the same names (``B was written by A`` for ``A founded B``: false), or an
   invented, dangling one (``B is the place where A is the leader of``: undecided);
@@ -36,8 +37,8 @@ def noisy_reversal(world: World, fact: Fact, kind: str, rng: random.Random) -> s
     """A wrong or unlisted "reversal" of ``fact`` of the given kind (see the module)."""
     s, o = fact.subject, fact.object
     relation = world.relation(fact)
-    if kind == "swap":
-        forms = [relation.forward, *relation.paraphrases]
+    if kind == "swap":  # the noun form where there is one, as the issue's teacher did
+        forms = list(relation.paraphrases) or [relation.forward]
         return fill(rng.choice(forms), o, s)
     if kind == "hallucination":
         others = [r for r in world.relations.values() if r.name != fact.relation]

@@ -120,14 +120,15 @@ def run_probe(
             "round": c.sample,
             "pattern": c.pattern,
             "selected": outcome.reversals.get(c.fact.id) is c,
-            "roles": c.check,
+            "roles": c.check or None,
             "evidence": (
                 outcome.evidence.get(c.fact.id) if outcome.reversals.get(c.fact.id) is c else None
             ),
+            "rejected": c.rejected,
             "truth": world.reversal_truth(c.fact, c.text),
             "true": world.is_true_reversal(c.fact, c.text),
         }
-        for c in outcome.candidates
+        for c in [*outcome.candidates, *outcome.filtered]
     ]
     scored = world.scored_facts
     return ProbeResult(

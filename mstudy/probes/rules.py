@@ -184,6 +184,8 @@ class Candidate:
     group: str
     check: str = "unknown"
     """The role check's reading against the source (``role_check``): kept, unknown, ..."""
+    rejected: str | None = None
+    """Why a filter rejected it (``stage: reason``); None for a candidate that passed."""
 
     @property
     def pattern(self) -> str:

@@ -77,6 +77,7 @@ def _reversal_rounds(
     filters = reversal_filters(world)
     roles = next(f for f in filters if isinstance(f, RoleCheck))
     candidates: list[Candidate] = []
+    filtered: list[Candidate] = []
     chosen: dict[str, Candidate] = {}
     dropped: dict[str, str] = {}
     evidence: dict[str, str] = {}
@@ -99,6 +100,20 @@ def _reversal_rounds(
         )
         requests += sent
         _count(reasons, rejected)
+        for r in rejected:
+            text = (r.row or {}).get("text")
+            if r.stage.startswith("filter:") and isinstance(text, str) and r.source_id in facts:
+                fact = facts[r.source_id]
+                filtered.append(
+                    Candidate(
+                        fact,
+                        text,
+                        round_,
+                        group_key(world, fact),
+                        "",
+                        f"{r.stage}: {r.reason}",
+                    )
+                )
         for ex in accepted:
             fact = facts[ex.source_id]
             source = world.statement(fact)
@@ -113,7 +128,13 @@ def _reversal_rounds(
     return (
         chosen,
         candidates,
-        {"requests": requests, "rounds": rounds, "rejections": reasons, "evidence": evidence},
+        {
+            "requests": requests,
+            "rounds": rounds,
+            "rejections": reasons,
+            "evidence": evidence,
+            "filtered": filtered,
+        },
     )
 
 
@@ -170,6 +191,7 @@ class StudyOutcome:
     paraphrase_stats: dict[str, Any]
     times: Times
     evidence: dict[str, str] = field(default_factory=dict)
+    filtered: list[Candidate] = field(default_factory=list)
 
 
 def _truth_counts(world: World, items: Sequence[Candidate]) -> dict[str, Any]:
@@ -241,7 +263,8 @@ def study_world(
     if callable(closer) and isinstance(teacher, str):
         closer()  # free the teacher we built before the students train
     selected = _truth_counts(world, list(chosen.values()))
-    everything = _truth_counts(world, candidates)
+    filtered: list[Candidate] = rstats["filtered"]
+    everything = _truth_counts(world, [*candidates, *filtered])
     evidence = rstats["evidence"]
     teacher_stats: dict[str, Any] = {
         "facts": len(world.facts),
@@ -254,13 +277,12 @@ def study_world(
         "false_rate": selected["false_rate"],
         "undecided_rate": selected["undecided_rate"],
         "selected": selected,
-        "all_candidates": everything,
+        "all_reversals": everything,
         "selected_by": {
             k: sum(1 for v in evidence.values() if v == k) for k in ("role check", "samples agree")
         },
         "candidates_before_selection": len(candidates),
-        "true_before_selection": everything["true"],
-        "precision_before_selection": everything["true_rate"],
+        "after_filters": _truth_counts(world, candidates),
         "requests": rstats["requests"],
         "call_cache": str(cache) if cache is not None else None,
         "rounds": rstats["rounds"],
@@ -270,7 +292,9 @@ def study_world(
             "matches one of the relation's inverse forms: object first, subject after; '*' "
             "in a form is 0-4 words), false (it matches a spec form, of any relation, that "
             "states a different fact about the two names: roles swapped or another relation) "
-            "or undecided (neither: true but unlisted, or wrong in a way the spec cannot tell)"
+            "or undecided (neither: true but unlisted, or wrong in a way the spec cannot tell); "
+            "'all_reversals' counts every reply the teacher wrote that parsed, filtered out "
+            "or not, 'after_filters' those the filters passed, 'selected' the chosen ones"
         ),
     }
     paraphrase_stats: dict[str, Any] = {
@@ -289,4 +313,5 @@ def study_world(
         paraphrase_stats=paraphrase_stats,
         times=times,
         evidence=evidence,
+        filtered=filtered,
     )
