@@ -326,6 +326,12 @@ def test_probe_with_the_embedded_teacher(tmp_path: Path) -> None:
     assert stats["requests"] >= 60
     assert 0 < stats["yield"] <= 1
     assert stats["facts_with_reversal"] > 0
+    # precision in three parts, for the selected reversals and for all the teacher wrote
+    selected, everything = stats["selected"], stats["all_reversals"]
+    assert selected["n"] == stats["facts_with_reversal"]
+    assert selected["true"] + selected["false"] + selected["undecided"] == selected["n"]
+    assert everything["n"] >= stats["candidates_before_selection"] >= selected["n"]
+    assert selected["false_rate"] <= everything["false_rate"]
     forward = result.condition("forward")
     reversals = result.condition("teacher_reversals")
     ceiling = result.condition("rule_reversals")

@@ -1,4 +1,4 @@
-"""Rule-based pieces of the reversal probe: the ``rules`` teacher, two filters, one selection.
+"""Rule-based pieces of the reversal probe: the ``rules`` teacher, two filters, a selection.
 
 * :func:`rules_teacher`: a :class:`~mstudy.teachers.scripted.ScriptedTeacher` that answers the
   ``reverse`` strategy with the relation's inverse template and ``paraphrase`` with a
@@ -9,12 +9,11 @@
   of a small teacher, and a false statement.
 * :class:`SubjectFirstFilter`: keeps a paraphrase only when it names both entities, subject
   first, so that the paraphrase control cannot smuggle in reversals.
-* :func:`select_consistent`: self-consistency across the dataset. Facts stated with the same
-  wording should be reversed with the same wording; each candidate reversal is reduced to its
-  *pattern* (the two words before the subject and everything after it, names abstracted) and a
-  fact keeps its candidate whose pattern the most facts of its group share, if at least
-  ``min_support`` facts do. One-off inventions of a weak teacher fall out; consistent
-  phrasings stay. It uses no knowledge of the world beyond each record's own fields.
+* :func:`select_consistent`: the previous selection, self-consistency across the dataset (a
+  fact keeps the candidate whose pattern most facts of its group share). It removes one-off
+  noise but amplifies a teacher's systematic errors, so the probe now selects with
+  :func:`~mstudy.probes.selection.select_verified`; this one stays for comparison (the
+  noise-curve benchmark reports what it would have selected).
 
 None of these look at the world's answer key (the inverse forms); only the probe's precision
 measurement does.
