@@ -134,14 +134,17 @@ def test_study_filters_select_and_count() -> None:
     stats = outcome.teacher_stats
     right = {f.id for i, f in enumerate(world.facts) if i % 4 == 0}
     child = {f.id for i, f in enumerate(world.facts) if i % 4 == 3}
-    # swapped and misspelt replies never get through; "child of" passes the filters only
-    # where the library's reverse_check has no rule for the relation (born)
-    assert right <= set(outcome.reversals)
-    assert set(outcome.reversals) <= right | child
+    # swapped and misspelt replies never get through; "child of" shares no word with any
+    # relation, so it is never verified; nor is the rules' "is the birthplace of" for "was
+    # born in" (true, but nothing in the source confirms it)
+    born = {f.id for f in world.facts if f.relation == "born"}
+    assert right - born <= set(outcome.reversals)
+    assert set(outcome.reversals) <= right - born
+    assert not child & set(outcome.reversals)
     assert stats["facts_with_reversal"] == len(outcome.reversals)
     assert stats["yield"] == len(outcome.reversals) / 40
     true = sum(world.is_true_reversal(c.fact, c.text) for c in outcome.reversals.values())
-    assert stats["true"] == true == len(right)
+    assert stats["true"] == true == len(right - born)
     assert stats["precision"] == pytest.approx(true / len(outcome.reversals))
     assert stats["rounds"] == 2  # some facts had nothing after round 1
     reasons = stats["rejections"]
