@@ -38,7 +38,7 @@ def make_world(spec: Path, out: Path, *, facts: int, seed: int) -> Path:
         while True:
             name = _name(rng)
             folded = name.casefold()
-            if folded in reserved or any(folded in u or u in folded for u in used):
+            if any(folded in r for r in reserved) or any(folded in u or u in folded for u in used):
                 continue
             used.add(folded)
             return name
