@@ -7,7 +7,11 @@ after: on a shared machine other processes slow every stage, and the CPU column 
 much of the wall time was this process's own work.
 
     python benchmarks/bench_probe.py [--teacher default] [--facts N] [--seeds N]
-        [--epochs N] [--samples N] [--out DIR] [--budget 300]
+        [--epochs N] [--samples N] [--world-dir DIR] [--world-seed N] [--out DIR]
+        [--budget 300]
+
+``--world-dir`` measures a world of your own (``benchmarks/make_probe_worlds.py`` writes
+several unlike the built-in one); ``report.json`` and the other outputs go to ``--out``.
 
 Exit status 0 when the total wall time is within ``--budget`` seconds, 1 otherwise. This is a
 measurement, not a test: CI does not time it.
@@ -34,6 +38,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=DEFAULTS["seeds"])
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--samples", type=int, default=DEFAULTS["samples"])
+    parser.add_argument("--world-dir", type=Path, default=None)
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None, help="teacher call cache")
     parser.add_argument("--out", type=Path, default=Path("out/bench-probe"))
     parser.add_argument("--budget", type=float, default=300.0, help="seconds (default 300)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -48,6 +55,9 @@ def main() -> int:
         seeds=args.seeds,
         epochs=args.epochs,
         samples=args.samples,
+        world_dir=args.world_dir,
+        world_seed=args.world_seed,
+        cache=args.cache,
         progress=not args.quiet,
     )
     total, total_cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -120,7 +120,8 @@ def _messy_teacher(world: World) -> ScriptedTeacher:
                 .replace("@", fact.object)
             )
         if kind == 2:  # the subject misspelt
-            return f"{fact.object} was made by {fact.subject[:-1]}x."
+            last = "q" if fact.subject[-1] != "q" else "z"
+            return f"{fact.object} was made by {fact.subject[:-1]}{last}."
         return f"{fact.object} is the child of {fact.subject}."
 
     return ScriptedTeacher(reply)
@@ -132,14 +133,17 @@ def test_study_filters_select_and_count() -> None:
     stats = outcome.teacher_stats
     right = {f.id for i, f in enumerate(world.facts) if i % 4 == 0}
     child = {f.id for i, f in enumerate(world.facts) if i % 4 == 3}
-    # swapped and misspelt replies never get through; "child of" passes the filters only
-    # where the library's reverse_check has no rule for the relation (born)
-    assert right <= set(outcome.reversals)
-    assert set(outcome.reversals) <= right | child
+    # swapped and misspelt replies never get through; "child of" shares no word with any
+    # relation, so it is never verified; nor is the rules' "is the birthplace of" for "was
+    # born in" (true, but nothing in the source confirms it)
+    born = {f.id for f in world.facts if f.relation == "born"}
+    assert right - born <= set(outcome.reversals)
+    assert set(outcome.reversals) <= right - born
+    assert not child & set(outcome.reversals)
     assert stats["facts_with_reversal"] == len(outcome.reversals)
     assert stats["yield"] == len(outcome.reversals) / 40
     true = sum(world.is_true_reversal(c.fact, c.text) for c in outcome.reversals.values())
-    assert stats["true"] == true == len(right)
+    assert stats["true"] == true == len(right - born)
     assert stats["precision"] == pytest.approx(true / len(outcome.reversals))
     assert stats["rounds"] == 2  # some facts had nothing after round 1
     reasons = stats["rejections"]
@@ -179,12 +183,12 @@ def test_teacher_text_containing_a_scored_question_is_dropped() -> None:
         fact = next(f for f in world.facts if f.subject == v.get("subject"))
         text = world.inverse_statement(fact)
         if fact is victim and request.strategy == "reverse":
-            return f"{text[:-1]}; {question.lower()} {fact.subject}."
+            return f"{fact.object} ({question}){text[len(fact.object) :]}"
         if request.strategy == "paraphrase":
             return world.paraphrase_statement(fact)
         return text
 
-    outcome = study_world(world, ScriptedTeacher(reply), samples=1, min_support=1)
+    outcome = study_world(world, ScriptedTeacher(reply), samples=1, min_agreement=1)
     assert victim.id in outcome.reversals
     data = build_student_data(world, outcome)
     assert data.leak_check["dropped"] == 1
@@ -324,6 +328,12 @@ def test_probe_with_the_embedded_teacher(tmp_path: Path) -> None:
     assert stats["requests"] >= 60
     assert 0 < stats["yield"] <= 1
     assert stats["facts_with_reversal"] > 0
+    # precision in three parts, for the selected reversals and for all the teacher wrote
+    selected, everything = stats["selected"], stats["all_reversals"]
+    assert selected["n"] == stats["facts_with_reversal"]
+    assert selected["true"] + selected["false"] + selected["undecided"] == selected["n"]
+    assert everything["n"] >= stats["candidates_before_selection"] >= selected["n"]
+    assert selected["false_rate"] <= everything["false_rate"]
     forward = result.condition("forward")
     reversals = result.condition("teacher_reversals")
     ceiling = result.condition("rule_reversals")

@@ -69,10 +69,15 @@ class SubjectFirstParaphrase(Paraphrase):
     system = "You paraphrase facts: say the same thing with different words. Keep names exactly."
 
 
-def probe_reverse(*, seed: int, temperature: float = 0.3, max_new_tokens: int = 24) -> Reverse:
-    """The probe's ``reverse`` strategy: a short system prompt, three few-shot turns, the names
-    repeated in the user turn, the reply prefilled with the object (the strategy's default)."""
+def probe_reverse(
+    *, seed: int, temperature: float = 0.3, max_new_tokens: int = 24, prefill: bool = True
+) -> Reverse:
+    """The probe's ``reverse`` strategy: a short system prompt, four few-shot turns, the names
+    repeated in the user turn, the reply prefilled with the object (the strategy's default;
+    ``prefill=False`` for the rules teacher, whose inverse template may start otherwise, e.g.
+    with an article: ``The company {object} was ...``)."""
     return Reverse(
+        prefill=None if prefill else "",
         system=REVERSE_SYSTEM,
         examples=REVERSE_EXAMPLES,
         template=REVERSE_TEMPLATE,
@@ -86,14 +91,16 @@ def probe_reverse(*, seed: int, temperature: float = 0.3, max_new_tokens: int = 
 
 
 def probe_paraphrase(
-    *, seed: int, temperature: float = 0.7, max_new_tokens: int = 28
+    *, seed: int, temperature: float = 0.7, max_new_tokens: int = 28, prefill: bool = True
 ) -> Paraphrase:
-    """The probe's ``paraphrase`` strategy: the reply prefilled with the subject."""
+    """The probe's ``paraphrase`` strategy: the reply prefilled with the subject (not with
+    ``prefill=False``, for the rules teacher)."""
     return SubjectFirstParaphrase(
+        prefill=None if prefill else "",
         params={
             "seed": seed,
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
             "stop": ["\n"],
-        }
+        },
     )

@@ -61,6 +61,7 @@ def run_probe(
     max_new_tokens: int = 24,
     workers: int | None = None,
     progress: bool = False,
+    cache: str | Path | None = None,
 ) -> ProbeResult:
     """Run the reversal probe and return what it measured.
 
@@ -80,6 +81,8 @@ def run_probe(
         workers: students trained at once, each in its own single-threaded process
             (default: one per core, up to 4; 1 trains them one by one in this process).
         progress: show progress (studies and training, with ETA) on stderr.
+        cache: a call cache for the teacher (default none; the report names it when used):
+            a rerun then re-reads the teacher's replies instead of asking again.
     """
     if seeds < 1 or epochs < 1 or samples < 1:
         raise ProbeError("seeds, epochs and samples must each be at least 1")
@@ -99,6 +102,7 @@ def run_probe(
         seed=world_seed,
         max_new_tokens=max_new_tokens,
         progress=progress,
+        cache=cache,
     )
     times.update(outcome.times)
     data = build_student_data(world, outcome)
@@ -116,9 +120,15 @@ def run_probe(
             "round": c.sample,
             "pattern": c.pattern,
             "selected": outcome.reversals.get(c.fact.id) is c,
+            "roles": c.check or None,
+            "evidence": (
+                outcome.evidence.get(c.fact.id) if outcome.reversals.get(c.fact.id) is c else None
+            ),
+            "rejected": c.rejected,
+            "truth": world.reversal_truth(c.fact, c.text),
             "true": world.is_true_reversal(c.fact, c.text),
         }
-        for c in outcome.candidates
+        for c in [*outcome.candidates, *outcome.filtered]
     ]
     scored = world.scored_facts
     return ProbeResult(

@@ -1,4 +1,4 @@
-"""Rule-based pieces of the reversal probe: the ``rules`` teacher, two filters, one selection.
+"""Rule-based pieces of the reversal probe: the ``rules`` teacher, two filters, a selection.
 
 * :func:`rules_teacher`: a :class:`~mstudy.teachers.scripted.ScriptedTeacher` that answers the
   ``reverse`` strategy with the relation's inverse template and ``paraphrase`` with a
@@ -9,12 +9,11 @@
   of a small teacher, and a false statement.
 * :class:`SubjectFirstFilter`: keeps a paraphrase only when it names both entities, subject
   first, so that the paraphrase control cannot smuggle in reversals.
-* :func:`select_consistent`: self-consistency across the dataset. Facts stated with the same
-  wording should be reversed with the same wording; each candidate reversal is reduced to its
-  *pattern* (the two words before the subject and everything after it, names abstracted) and a
-  fact keeps its candidate whose pattern the most facts of its group share, if at least
-  ``min_support`` facts do. One-off inventions of a weak teacher fall out; consistent
-  phrasings stay. It uses no knowledge of the world beyond each record's own fields.
+* :func:`select_consistent`: the previous selection, self-consistency across the dataset (a
+  fact keeps the candidate whose pattern most facts of its group share). It removes one-off
+  noise but amplifies a teacher's systematic errors, so the probe now selects with
+  :func:`~mstudy.probes.selection.select_verified`; this one stays for comparison (the
+  noise-curve benchmark reports what it would have selected).
 
 None of these look at the world's answer key (the inverse forms); only the probe's precision
 measurement does.
@@ -34,6 +33,7 @@ from mstudy.teachers.scripted import ScriptedTeacher
 
 __all__ = [
     "Candidate",
+    "RulesTeacher",
     "SubjectFirstFilter",
     "SwapFilter",
     "entities_by_id",
@@ -46,7 +46,16 @@ __all__ = [
 _S, _O = "\x01s\x01", "\x01o\x01"
 
 
-def rules_teacher(world: World) -> ScriptedTeacher:
+class RulesTeacher(ScriptedTeacher):
+    """A :class:`ScriptedTeacher` that writes whole statements from the world's templates.
+
+    The probe sends it requests without a prefill: a template need not start with a name
+    (``The company {object} was founded by {subject}.``), and a prefill would be glued in
+    front of it.
+    """
+
+
+def rules_teacher(world: World) -> RulesTeacher:
     """A teacher-free teacher: reversals from inverse templates, paraphrases from the spec."""
     by_pair = {(f.subject, f.object): f for f in world.facts}
     by_text = {world.statement(f): f for f in world.facts}
@@ -65,7 +74,7 @@ def rules_teacher(world: World) -> ScriptedTeacher:
         raise KeyError(f"the rules teacher has no rule for strategy {request.strategy!r}")
 
     relations = {name: r.to_dict() for name, r in world.relations.items()}
-    return ScriptedTeacher(reply, fingerprint=stable_hash(["probe-rules", relations]))
+    return RulesTeacher(reply, fingerprint=stable_hash(["probe-rules", relations]))
 
 
 def _abstract(text: str, subject: str, obj: str) -> str:
@@ -172,6 +181,10 @@ class Candidate:
     text: str
     sample: int
     group: str
+    check: str = "unknown"
+    """The role check's reading against the source (``role_check``): kept, unknown, ..."""
+    rejected: str | None = None
+    """Why a filter rejected it (``stage: reason``); None for a candidate that passed."""
 
     @property
     def pattern(self) -> str:

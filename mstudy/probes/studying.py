@@ -1,37 +1,33 @@
 """The teacher's side of the probe: the world's forward statements studied in rounds.
 
-:func:`study_world` runs the statements through a real :class:`~mstudy.Study` with the
-``reverse`` strategy (several samples per fact in rounds, the swap filter, then
-:func:`~mstudy.probes.rules.select_consistent`), the facts that got a reversal through
-``paraphrase`` (subject-first filter) for the control, and every fact through the ``rules``
-teacher for the ceiling; it returns what they produced with the teacher's yield and precision.
+:func:`study_world` first checks the world end to end with its own rules
+(:func:`~mstudy.probes.preflight.check_world_run`: the ceiling's reversals and paraphrases,
+through the same filters, before any teacher call), then runs the statements through a real
+:class:`~mstudy.Study` with the ``reverse`` strategy (samples per fact in rounds, the library's
+``reverse_check`` and ``role_check`` filters, then
+:func:`~mstudy.probes.selection.select_verified`) and the facts that got a reversal through
+``paraphrase`` (subject-first filter) for the control; it returns what they produced with the
+teacher's yield and three-part precision (true, false, undecided).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from mstudy.filters import ExactDedup, LengthFilter
+from mstudy.filters.roles import RoleCheck, role_verdict
 from mstudy.interfaces import Teacher
 from mstudy.probes.defaults import DEFAULTS
-from mstudy.probes.errors import ProbeError
+from mstudy.probes.preflight import check_world_run
 from mstudy.probes.progress import Times, say, timer
 from mstudy.probes.prompts import probe_paraphrase, probe_reverse
-from mstudy.probes.rules import (
-    Candidate,
-    SubjectFirstFilter,
-    SwapFilter,
-    entities_by_id,
-    group_key,
-    rules_teacher,
-    select_consistent,
-)
+from mstudy.probes.rules import Candidate, RulesTeacher, group_key, rules_teacher
+from mstudy.probes.selection import select_verified
+from mstudy.probes.study_calls import paraphrase_filters, records, reversal_filters, run_study
 from mstudy.probes.world import Fact, World
-from mstudy.records import Example, Rejection
-from mstudy.strategies import Paraphrase, Reverse
-from mstudy.study import Study
+from mstudy.records import Rejection
 
 __all__ = ["PARAPHRASE_EXTRA_ROUNDS", "StudyOutcome", "round_temperature", "study_world"]
 
@@ -45,19 +41,6 @@ def round_temperature(round_: int) -> float:
     return min(0.3 + 0.3 * round_, 1.0)
 
 
-def _records(world: World, facts: Sequence[Fact]) -> list[dict[str, str]]:
-    return [
-        {
-            "id": f.id,
-            "text": world.statement(f),
-            "subject": f.subject,
-            "object": f.object,
-            "relation": f.relation,
-        }
-        for f in facts
-    ]
-
-
 def _resolve_teacher(teacher: Teacher | str, world: World) -> tuple[Teacher, str]:
     if not isinstance(teacher, str):
         return teacher, getattr(teacher, "name", type(teacher).__name__)
@@ -67,32 +50,6 @@ def _resolve_teacher(teacher: Teacher | str, world: World) -> tuple[Teacher, str
 
     built: Teacher = plugins.create("teachers", teacher)  # type: ignore[assignment]
     return built, teacher
-
-
-def _study(
-    teacher: Teacher,
-    strategy: Reverse | Paraphrase,
-    filters: Sequence[Any],
-    records: list[dict[str, str]],
-    progress: bool,
-) -> tuple[list[Example], list[Rejection], int]:
-    study = Study(teacher, [strategy], filters=list(filters), progress=progress)
-    accepted: list[Example] = []
-    rejected: list[Rejection] = []
-    for item in study.stream(records):
-        if isinstance(item, Example):
-            accepted.append(item)
-        else:
-            rejected.append(item)
-    report = study.last_report
-    requests = report.strategy(strategy.name).requests if report is not None else 0
-    return accepted, rejected, requests
-
-
-def _library_filter(name: str) -> Any:
-    from mstudy import plugins
-
-    return plugins.create("filters", name)
 
 
 def _count(reasons: dict[str, int], rejected: Sequence[Rejection]) -> None:
@@ -109,20 +66,21 @@ def _reversal_rounds(
     seed: int,
     progress: bool,
     max_new_tokens: int,
-    min_support: int,
+    min_agreement: int,
+    prefill: bool,
+    cache: str | Path | None,
 ) -> tuple[dict[str, Candidate], list[Candidate], dict[str, Any]]:
     """Sample reversals in rounds (a round asks only the facts still without a selected one);
-    filter each (``reverse_check``, the swap check, dedup, length); select by consistency."""
+    filter each (:func:`~mstudy.probes.study_calls.reversal_filters`); select by evidence from
+    the fact's own source (:func:`~mstudy.probes.selection.select_verified`)."""
     facts = {f.id: f for f in world.facts}
-    filters = [
-        _library_filter("reverse_check"),
-        SwapFilter(entities_by_id(world.facts)),
-        ExactDedup(),
-        LengthFilter(min_words=3, max_words=40),
-    ]
+    filters = reversal_filters(world)
+    roles = next(f for f in filters if isinstance(f, RoleCheck))
     candidates: list[Candidate] = []
+    filtered: list[Candidate] = []
     chosen: dict[str, Candidate] = {}
     dropped: dict[str, str] = {}
+    evidence: dict[str, str] = {}
     reasons: dict[str, int] = {}
     requests = rounds = 0
     for round_ in range(samples):
@@ -134,19 +92,50 @@ def _reversal_rounds(
             seed=seed * 1000 + round_,
             temperature=round_temperature(round_),
             max_new_tokens=max_new_tokens,
+            prefill=prefill,
         )
         say(progress, f"teacher: reversal round {round_ + 1} of {samples}, {len(todo)} facts")
-        accepted, rejected, sent = _study(
-            teacher, strategy, filters, _records(world, todo), progress
+        accepted, rejected, sent = run_study(
+            teacher, strategy, filters, records(world, todo), progress, cache
         )
         requests += sent
         _count(reasons, rejected)
+        for r in rejected:
+            text = (r.row or {}).get("text")
+            if r.stage.startswith("filter:") and isinstance(text, str) and r.source_id in facts:
+                fact = facts[r.source_id]
+                filtered.append(
+                    Candidate(
+                        fact,
+                        text,
+                        round_,
+                        group_key(world, fact),
+                        "",
+                        f"{r.stage}: {r.reason}",
+                    )
+                )
         for ex in accepted:
             fact = facts[ex.source_id]
-            candidates.append(Candidate(fact, ex.text, round_, group_key(world, fact)))
-        chosen, dropped = select_consistent(candidates, min_support=min_support)
-    reasons["selection: inconsistent pattern"] = len(dropped)
-    return chosen, candidates, {"requests": requests, "rounds": rounds, "rejections": reasons}
+            source = world.statement(fact)
+            reading = role_verdict(
+                source, ex.text, fact.subject, fact.object, agents=roles.agents_for(source)
+            )
+            candidates.append(
+                Candidate(fact, ex.text, round_, group_key(world, fact), reading.reading)
+            )
+        chosen, dropped, evidence = select_verified(candidates, min_agreement=min_agreement)
+    reasons["selection: unverified"] = len(dropped)
+    return (
+        chosen,
+        candidates,
+        {
+            "requests": requests,
+            "rounds": rounds,
+            "rejections": reasons,
+            "evidence": evidence,
+            "filtered": filtered,
+        },
+    )
 
 
 def _paraphrase_rounds(
@@ -157,6 +146,8 @@ def _paraphrase_rounds(
     samples: int,
     seed: int,
     progress: bool,
+    prefill: bool,
+    cache: str | Path | None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """One accepted paraphrase per fact of ``facts``, sampled in rounds; filtered by
     ``paraphrase_check``, subject-first, dedup and length.
@@ -164,12 +155,7 @@ def _paraphrase_rounds(
     The control must match the reversals' count, so it gets :data:`PARAPHRASE_EXTRA_ROUNDS`
     more rounds than the reversals (each only for the facts still missing one).
     """
-    filters = [
-        _library_filter("paraphrase_check"),
-        SubjectFirstFilter(entities_by_id(facts)),
-        ExactDedup(),
-        LengthFilter(min_words=3, max_words=40),
-    ]
+    filters = paraphrase_filters(facts)
     chosen: dict[str, str] = {}
     reasons: dict[str, int] = {}
     requests = 0
@@ -179,11 +165,11 @@ def _paraphrase_rounds(
         if not todo:
             break
         strategy = probe_paraphrase(
-            seed=seed * 1000 + round_, temperature=min(0.7 + 0.15 * round_, 1.0)
+            seed=seed * 1000 + round_, temperature=min(0.7 + 0.15 * round_, 1.0), prefill=prefill
         )
         say(progress, f"teacher: paraphrase round {round_ + 1}, {len(todo)} facts")
-        accepted, rejected, sent = _study(
-            teacher, strategy, filters, _records(world, todo), progress
+        accepted, rejected, sent = run_study(
+            teacher, strategy, filters, records(world, todo), progress, cache
         )
         requests += sent
         _count(reasons, rejected)
@@ -204,6 +190,20 @@ class StudyOutcome:
     teacher_stats: dict[str, Any]
     paraphrase_stats: dict[str, Any]
     times: Times
+    evidence: dict[str, str] = field(default_factory=dict)
+    filtered: list[Candidate] = field(default_factory=list)
+
+
+def _truth_counts(world: World, items: Sequence[Candidate]) -> dict[str, Any]:
+    counts = {"true": 0, "false": 0, "undecided": 0}
+    for c in items:
+        counts[world.reversal_truth(c.fact, c.text)] += 1
+    n = len(items)
+    return {
+        "n": n,
+        **counts,
+        **{f"{k}_rate": (v / n if n else 0.0) for k, v in counts.items()},
+    }
 
 
 def study_world(
@@ -213,21 +213,28 @@ def study_world(
     samples: int = DEFAULTS["samples"],
     seed: int = 0,
     max_new_tokens: int = 24,
-    min_support: int = 2,
+    min_agreement: int = 2,
     progress: bool = False,
+    cache: str | Path | None = None,
 ) -> StudyOutcome:
-    """Run the world's forward statements through the studies (teacher and rules).
+    """Check the world end to end (:func:`~mstudy.probes.preflight.check_world_run`, before
+    any teacher call), then run its forward statements through the teacher's studies.
 
-    ``min_support``: how many facts must share a reversal's pattern for it to be selected
-    (see :func:`~mstudy.probes.rules.select_consistent`; 1 keeps every filtered reversal).
+    ``min_agreement``: how many samples of the same fact must agree on a reversal's pattern
+    when the role check cannot confirm it (see
+    :func:`~mstudy.probes.selection.select_verified`; 1 keeps every filtered reversal).
+    ``cache``: a call cache for the teacher's studies (default none: every call is made).
     """
     times: Times = {}
+    with timer(times, "world check"):
+        rules = check_world_run(world)
     say(progress, f"teacher: loading {teacher!r}")
     with timer(times, "teacher load"):
         model, teacher_name = _resolve_teacher(teacher, world)
         loader = getattr(model, "load", None)
         if callable(loader):
             loader()
+    prefill = not isinstance(model, RulesTeacher)  # a template need not start with a name
     with timer(times, "teacher reversals"):
         chosen, candidates, rstats = _reversal_rounds(
             world,
@@ -236,51 +243,58 @@ def study_world(
             seed=seed,
             progress=progress,
             max_new_tokens=max_new_tokens,
-            min_support=min_support,
+            min_agreement=min_agreement,
+            prefill=prefill,
+            cache=cache,
         )
     reversed_facts = [f for f in world.facts if f.id in chosen]
     with timer(times, "teacher paraphrases"):
         paraphrases, pstats = _paraphrase_rounds(
-            world, model, reversed_facts, samples=samples, seed=seed, progress=progress
+            world,
+            model,
+            reversed_facts,
+            samples=samples,
+            seed=seed,
+            progress=progress,
+            prefill=prefill,
+            cache=cache,
         )
     closer = getattr(model, "close", None)
     if callable(closer) and isinstance(teacher, str):
         closer()  # free the teacher we built before the students train
-    with timer(times, "rule reversals"):
-        rule_examples, rule_rejects, _ = _study(
-            rules_teacher(world),
-            probe_reverse(seed=0),
-            [SwapFilter(entities_by_id(world.facts))],
-            _records(world, world.facts),
-            False,
-        )
-    by_id = {f.id: f for f in world.facts}
-    if rule_rejects or len(rule_examples) != len(world.facts):
-        detail = rule_rejects[0].detail if rule_rejects else "missing replies"
-        raise ProbeError(
-            f"a rule reversal was rejected ({detail}); check the relation spec's inverse templates"
-        )
-    for example in rule_examples:
-        if not world.is_true_reversal(by_id[example.source_id], example.text):
-            raise ProbeError(f"a rule reversal fails the world's own check: {example.text!r}")
-    n_true = sum(world.is_true_reversal(c.fact, c.text) for c in chosen.values())
-    all_true = sum(world.is_true_reversal(c.fact, c.text) for c in candidates)
+    selected = _truth_counts(world, list(chosen.values()))
+    filtered: list[Candidate] = rstats["filtered"]
+    everything = _truth_counts(world, [*candidates, *filtered])
+    evidence = rstats["evidence"]
     teacher_stats: dict[str, Any] = {
         "facts": len(world.facts),
         "facts_with_reversal": len(chosen),
-        "true": n_true,
+        "true": selected["true"],
+        "false": selected["false"],
+        "undecided": selected["undecided"],
         "yield": len(chosen) / len(world.facts),
-        "precision": n_true / len(chosen) if chosen else 0.0,
+        "precision": selected["true_rate"],
+        "false_rate": selected["false_rate"],
+        "undecided_rate": selected["undecided_rate"],
+        "selected": selected,
+        "all_reversals": everything,
+        "selected_by": {
+            k: sum(1 for v in evidence.values() if v == k) for k in ("role check", "samples agree")
+        },
         "candidates_before_selection": len(candidates),
-        "true_before_selection": all_true,
-        "precision_before_selection": all_true / len(candidates) if candidates else 0.0,
+        "after_filters": _truth_counts(world, candidates),
         "requests": rstats["requests"],
+        "call_cache": str(cache) if cache is not None else None,
         "rounds": rstats["rounds"],
         "rejections": rstats["rejections"],
         "precision_definition": (
-            "an accepted reversal is true when its normalised text (no case, punctuation or "
-            "articles) matches one of the relation's inverse forms: object first, subject "
-            "after, the relation said the other way round ('*' in a form: 0-4 words)"
+            "each reversal is true (its normalised text, no case, punctuation or articles, "
+            "matches one of the relation's inverse forms: object first, subject after; '*' "
+            "in a form is 0-4 words), false (it matches a spec form, of any relation, that "
+            "states a different fact about the two names: roles swapped or another relation) "
+            "or undecided (neither: true but unlisted, or wrong in a way the spec cannot tell); "
+            "'all_reversals' counts every reply the teacher wrote that parsed, filtered out "
+            "or not, 'after_filters' those the filters passed, 'selected' the chosen ones"
         ),
     }
     paraphrase_stats: dict[str, Any] = {
@@ -294,8 +308,10 @@ def study_world(
         reversals=chosen,
         candidates=candidates,
         paraphrases=paraphrases,
-        rule_reversals={e.source_id: e.text for e in rule_examples},
+        rule_reversals=rules.reversals,
         teacher_stats=teacher_stats,
         paraphrase_stats=paraphrase_stats,
         times=times,
+        evidence=evidence,
+        filtered=filtered,
     )

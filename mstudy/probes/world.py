@@ -215,6 +215,30 @@ class World:
             for form in self.relation(fact).all_inverse_forms
         )
 
+    def reversal_truth(self, fact: Fact, text: str) -> str:
+        """``"true"``, ``"false"`` or ``"undecided"``: what the world says of ``text`` as a
+        reversal of ``fact``.
+
+        True: one of the relation's inverse forms (:meth:`is_true_reversal`). False: the text
+        states, in one of the spec's forms (any relation's forward template, paraphrases or
+        inverse forms), a different fact about the two names: the roles swapped (``B is the
+        mentor of A`` for ``A is the mentor of B``) or another relation. Undecided: anything
+        else (a true statement worded in a way the spec does not list, or a wrong one the spec
+        cannot recognise).
+        """
+        if self.is_true_reversal(fact, text):
+            return "true"
+        got = canonical(text) + " "
+        s, o = fact.subject, fact.object
+        for relation in self.relations.values():
+            forms = (relation.forward, *relation.paraphrases, *relation.all_inverse_forms)
+            for x, y in ((s, o), (o, s)):
+                if relation.name == fact.relation and (x, y) == (s, o):
+                    continue  # the fact itself, said some way
+                if any(form_pattern(f, x, y).fullmatch(got) for f in forms):
+                    return "false"
+        return "undecided"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "relations": {name: r.to_dict() for name, r in self.relations.items()},

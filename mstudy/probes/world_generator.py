@@ -59,11 +59,12 @@ def generate_world(
 
     def fresh() -> str:
         """A new name that is neither inside another entity's name nor holds one (else a
-        question naming ``Nebril`` would also name ``Nebri``)."""
+        question naming ``Nebril`` would also name ``Nebri``), nor inside a template's word
+        (``Here`` in "Where does ... come from?")."""
         while True:
             name = _name(rng)
             folded = name.casefold()
-            if folded in reserved or any(folded in u or u in folded for u in used):
+            if any(folded in r for r in reserved) or any(folded in u or u in folded for u in used):
                 continue
             used.add(folded)
             return name
