@@ -67,7 +67,9 @@ def test_skipped_blocks_are_few() -> None:
     """Skips are for what cannot run in CI at all (the Hub, a GPU, a server CI does not
     start); their directives and reasons are checked when the pages are parsed."""
     skips = [b.where for page in PAGES for b in parse_blocks(page) if b.skip_reason is not None]
-    assert len(skips) <= 4, skips
+    # today: the probe's full run and the quickstart's (minutes), a Hub push, a remote
+    # provider, and the vllm teacher on a GPU model
+    assert len(skips) <= 5, skips
 
 
 # -- the CLI reference --------------------------------------------------------------------------

@@ -92,7 +92,10 @@ def test_a_report_round_trips_through_json_exactly(report: Report) -> None:
 
 
 def test_the_saved_report_covers_every_field() -> None:
-    saved = set(Report().to_state())
+    report = Report()
+    report.count_round("reverse", 0, accepted=True)  # rounds and stages are saved when
+    report.stages["first"] = Report()  # there are any, so that older states still load
+    saved = set(report.to_state())
     fields = {f.name.lstrip("_") for f in dataclasses.fields(Report)} - {"t0"}
     assert saved == fields
 
