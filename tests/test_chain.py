@@ -369,3 +369,50 @@ def test_a_chain_killed_mid_stage_resumes_byte_identical_without_repeating_calls
     assert len(set(made)) == total
     # each kill may lose at most the one call in flight before it was stored
     assert len(made) - total <= len(kill_at)
+
+
+def test_facts_then_reverse_then_paraphrase_as_one_chain(tmp_path: Path) -> None:
+    """The issue's chain: free text -> atomic facts -> reversed statements -> paraphrases,
+    each row tracing back to the document it came from."""
+
+    def teacher(request: mstudy.Request) -> str:
+        if request.strategy == "facts":
+            return json.dumps(
+                {
+                    "facts": [
+                        {
+                            "subject": "Ada Quill",
+                            "relation": "founded",
+                            "object": "Quillworks",
+                            "statement": "Ada Quill founded Quillworks.",
+                        },
+                        {
+                            "subject": "Quillworks",
+                            "relation": "is based in",
+                            "object": "Tórshavn",
+                            "statement": "Quillworks is based in Tórshavn.",
+                        },
+                    ]
+                }
+            )
+        if request.strategy == "reverse":
+            v = request.variables
+            return f"{v['object']} is where the story of {v['subject']} begins."
+        return "In other words: " + request.messages[-1].content.split("Text: ")[-1]
+
+    scripted = ScriptedTeacher(teacher)
+    chain = (
+        Study(scripted, ["facts"])
+        >> Study(scripted, ["reverse"])
+        >> Study(scripted, ["paraphrase"])
+    )
+    out = tmp_path / "final.jsonl"
+    text = "Ada Quill founded Quillworks, which is based in Tórshavn."
+    report = Chain(chain.stages, sinks=[out]).run([{"id": "doc-1", "text": text}])
+    rows = read(out)
+    assert len(rows) == 2 and report.accepted == 2
+    for row in rows:
+        prov = row["provenance"]
+        assert prov["generation"] == 3 and prov["parents"][0] == "doc-1"
+        assert len(prov["parents"]) == 3
+    assert {row["input"].split(" is where")[0] for row in rows} == {"Quillworks", "Tórshavn"}
