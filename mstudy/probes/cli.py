@@ -30,6 +30,7 @@ def _positive(text: str) -> int:
 def register(subparsers: Any) -> None:
     """Add ``probe`` (with its ``reversal`` and ``compose`` subcommands) to an argparse
     subparsers object."""
+    from mstudy.probes.compose import COMPOSE_DEFAULTS
     from mstudy.probes.defaults import DEFAULTS
 
     probe = subparsers.add_parser(
@@ -39,7 +40,7 @@ def register(subparsers: Any) -> None:
     )
     kinds = probe.add_subparsers(dest="probe", metavar="PROBE")
     kinds.required = True
-    parser = kinds.add_parser(
+    reversal = kinds.add_parser(
         "reversal",
         help="does a teacher's reversal fix a student's reversal curse?",
         description=(
@@ -48,74 +49,32 @@ def register(subparsers: Any) -> None:
             "data, and print how well it answers questions in the direction it was never told."
         ),
     )
-    parser.add_argument(
-        "--teacher",
-        default=DEFAULTS["teacher"],
-        help="teacher plugin name, or 'rules' for the teacher-free ceiling "
-        f"(default: {DEFAULTS['teacher']}, the embedded SmolLM2)",
-    )
-    parser.add_argument(
+    _teacher_option(reversal, DEFAULTS["teacher"], "the teacher-free ceiling")
+    reversal.add_argument(
         "--facts",
         type=_positive,
         default=DEFAULTS["facts"],
         metavar="N",
         help=f"facts in the generated world (default: {DEFAULTS['facts']})",
     )
-    parser.add_argument(
+    reversal.add_argument(
         "--relations",
         type=_positive,
         default=DEFAULTS["relations"],
         metavar="N",
         help=f"relation types, 1-6 (default: {DEFAULTS['relations']})",
     )
-    parser.add_argument(
-        "--world-dir",
-        type=Path,
-        metavar="DIR",
-        help="load the world from DIR/facts.jsonl and DIR/relations.toml (or .json)",
-    )
-    parser.add_argument(
-        "--world-seed", type=int, default=0, metavar="N", help="seed of the world (default: 0)"
-    )
-    parser.add_argument(
-        "--seeds",
-        type=_positive,
-        default=DEFAULTS["seeds"],
-        metavar="N",
-        help=f"student seeds per condition (default: {DEFAULTS['seeds']})",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=_positive,
-        default=DEFAULTS["epochs"],
-        metavar="N",
-        help=f"student training epochs (default: {DEFAULTS['epochs']})",
-    )
-    parser.add_argument(
-        "--samples",
-        type=_positive,
-        default=DEFAULTS["samples"],
-        metavar="N",
-        help="teacher sampling rounds per fact; a round only re-asks facts that have no "
+    _shared_options(
+        reversal,
+        DEFAULTS,
+        "seed of the world (default: 0)",
+        "teacher sampling rounds per fact; a round only re-asks facts that have no "
         f"accepted reversal yet (default: {DEFAULTS['samples']})",
+        DEFAULT_OUT,
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_OUT,
-        metavar="DIR",
-        help=f"where report.json, table.md and chart.png go (default: {DEFAULT_OUT})",
-    )
-    parser.add_argument("--json", action="store_true", help="print the JSON report, not the table")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    parser.set_defaults(func=run)
-    _register_compose(kinds)
+    reversal.set_defaults(func=run)
 
-
-def _register_compose(kinds: Any) -> None:
-    from mstudy.probes.compose import COMPOSE_DEFAULTS as D
-
-    parser = kinds.add_parser(
+    compose = kinds.add_parser(
         "compose",
         help="do a teacher's chains of thought or connected statements teach two-hop answers?",
         description=(
@@ -125,64 +84,73 @@ def _register_compose(kinds: Any) -> None:
             "held-out two-hop questions."
         ),
     )
-    parser.add_argument(
-        "--teacher",
-        default=D["teacher"],
-        help="teacher plugin name, or 'rules' for the teacher-free ceilings "
-        f"(default: {D['teacher']}, the embedded SmolLM2)",
-    )
-    parser.add_argument(
+    _teacher_option(compose, COMPOSE_DEFAULTS["teacher"], "the teacher-free ceilings")
+    compose.add_argument(
         "--people",
         type=_positive,
-        default=D["people"],
+        default=COMPOSE_DEFAULTS["people"],
         metavar="N",
-        help=f"people in the generated world, 2 questions each (default: {D['people']})",
+        help="people in the generated world, 2 questions each "
+        f"(default: {COMPOSE_DEFAULTS['people']})",
     )
+    _shared_options(
+        compose,
+        COMPOSE_DEFAULTS,
+        "seed of the world and of its held-out split (default: 0)",
+        "teacher rounds; a round only re-asks what has no accepted text yet "
+        f"(default: {COMPOSE_DEFAULTS['samples']})",
+        COMPOSE_OUT,
+    )
+    compose.set_defaults(func=run_compose)
+
+
+def _teacher_option(parser: argparse.ArgumentParser, default: str, ceiling: str) -> None:
+    parser.add_argument(
+        "--teacher",
+        default=default,
+        help=f"teacher plugin name, or 'rules' for {ceiling} "
+        f"(default: {default}, the embedded SmolLM2)",
+    )
+
+
+def _shared_options(
+    parser: argparse.ArgumentParser,
+    defaults: dict[str, Any],
+    world_seed_help: str,
+    samples_help: str,
+    out: Path,
+) -> None:
+    """The options both probes take: the world, the students, the teacher's rounds, output."""
     parser.add_argument(
         "--world-dir",
         type=Path,
         metavar="DIR",
         help="load the world from DIR/facts.jsonl and DIR/relations.toml (or .json)",
     )
+    parser.add_argument("--world-seed", type=int, default=0, metavar="N", help=world_seed_help)
+    for name, what in (
+        ("seeds", "student seeds per condition"),
+        ("epochs", "student training epochs"),
+    ):
+        parser.add_argument(
+            f"--{name}",
+            type=_positive,
+            default=defaults[name],
+            metavar="N",
+            help=f"{what} (default: {defaults[name]})",
+        )
     parser.add_argument(
-        "--world-seed",
-        type=int,
-        default=0,
-        metavar="N",
-        help="seed of the world and of its held-out split (default: 0)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=_positive,
-        default=D["seeds"],
-        metavar="N",
-        help=f"student seeds per condition (default: {D['seeds']})",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=_positive,
-        default=D["epochs"],
-        metavar="N",
-        help=f"student training epochs (default: {D['epochs']})",
-    )
-    parser.add_argument(
-        "--samples",
-        type=_positive,
-        default=D["samples"],
-        metavar="N",
-        help="teacher rounds; a round only re-asks what has no accepted text yet "
-        f"(default: {D['samples']})",
+        "--samples", type=_positive, default=defaults["samples"], metavar="N", help=samples_help
     )
     parser.add_argument(
         "--out",
         type=Path,
-        default=COMPOSE_OUT,
+        default=out,
         metavar="DIR",
-        help=f"where report.json, table.md and chart.png go (default: {COMPOSE_OUT})",
+        help=f"where report.json, table.md and chart.png go (default: {out})",
     )
     parser.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    parser.set_defaults(func=run_compose)
 
 
 def run_compose(args: argparse.Namespace) -> int:
@@ -199,14 +167,7 @@ def run_compose(args: argparse.Namespace) -> int:
         samples=args.samples,
         progress=not args.quiet,
     )
-    paths = write_compose_outputs(result, args.out)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(result.table())
-    if not args.quiet:
-        print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    return 0
+    return _report(args, result, write_compose_outputs(result, args.out))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,7 +186,11 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         progress=not args.quiet,
     )
-    paths = write_outputs(result, args.out)
+    return _report(args, result, write_outputs(result, args.out))
+
+
+def _report(args: argparse.Namespace, result: Any, paths: list[Path]) -> int:
+    """Print a probe's table (or its JSON report) and, unless quiet, what was written."""
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
