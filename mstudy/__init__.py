@@ -75,6 +75,8 @@ _LAZY = {
     "TransformersTeacher": "mstudy.teachers.transformers",
     "RemoteTeacher": "mstudy.teachers.remote",
     "BatchTeacher": "mstudy.teachers.batch",
+    "RayTeacher": "mstudy.teachers.ray_pool",
+    "VLLMTeacher": "mstudy.teachers.vllm",
     "default_teacher": "mstudy.teachers.default",
 }
 
@@ -118,6 +120,7 @@ __all__ = [
     "PluginLoadError",
     "PluginNotFoundError",
     "Provenance",
+    "RayTeacher",
     "Record",
     "RecordError",
     "Reject",
@@ -140,6 +143,7 @@ __all__ = [
     "TemplateError",
     "TemplateStrategy",
     "TransformersTeacher",
+    "VLLMTeacher",
     "__version__",
     "default_teacher",
 ]

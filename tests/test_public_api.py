@@ -37,6 +37,7 @@ EXPORTED = [
     "PluginLoadError",
     "PluginNotFoundError",
     "Provenance",
+    "RayTeacher",
     "Record",
     "RecordError",
     "Reject",
@@ -59,6 +60,7 @@ EXPORTED = [
     "TemplateError",
     "TemplateStrategy",
     "TransformersTeacher",
+    "VLLMTeacher",
     "__version__",
     "default_teacher",
 ]
