@@ -24,7 +24,12 @@ from typing import Any, Literal, NamedTuple
 
 from mstudy.errors import RemoteCallError
 from mstudy.records import Completion, FinishReason, Request
-from mstudy.teachers.remote import RETRY_STATUSES, _read_json_answer
+from mstudy.teachers.remote import (
+    _LENGTH_REASONS,
+    _STOP_REASONS,
+    RETRY_STATUSES,
+    _read_json_answer,
+)
 
 __all__ = [
     "BatchFailure",
@@ -39,9 +44,6 @@ __all__ = [
 ENDPOINT = "/v1/chat/completions"
 
 PrefillMode = Literal["continue", "assistant"]
-
-_STOP_REASONS = frozenset({"stop", "eos", "eos_token", "stop_sequence", "end_turn"})
-_LENGTH_REASONS = frozenset({"length", "max_tokens", "model_length"})
 
 
 def request_body(
