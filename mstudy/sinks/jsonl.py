@@ -16,6 +16,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from mstudy.sinks.base import _STR_KEYS, AtomicFile, BaseSink, _as_row
+from mstudy.sinks.sharded import ShardWriter
 
 __all__ = ["JSONLSink", "dumps_row", "dumps_rows", "to_jsonable"]
 
@@ -140,18 +141,41 @@ class JSONLSink(BaseSink):
 
     With ``append=True`` the rows are added after the existing file's content (the whole
     file is still replaced atomically on close, so readers never see a half-written line).
+    With ``rows_per_shard`` the output is a directory of parts and a ``manifest.json``
+    written by ``workers`` threads and committed as a whole (:mod:`mstudy.sinks.sharded`).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        append: bool = False,
+        rows_per_shard: int | None = None,
+        workers: int | None = None,
+    ) -> None:
         super().__init__()
-        self._file = AtomicFile(path, append=append, newline_terminated=True)
-        self.path: Path = self._file.target
         self.append = append
+        self._file: AtomicFile | None = None
+        self._shards: ShardWriter | None = None
+        if rows_per_shard is None:
+            if workers is not None:
+                raise ValueError("workers needs rows_per_shard (a sharded output)")
+            self._file = AtomicFile(path, append=append, newline_terminated=True)
+            self.path: Path = self._file.target
+            return
+        if append:
+            raise ValueError("append=True cannot be used with rows_per_shard")
+        self._shards = ShardWriter(
+            path, suffix=".jsonl", make=JSONLSink, rows_per_shard=rows_per_shard, workers=workers
+        )
+        self.path = self._shards.path
 
     def _describe(self) -> str:
         return str(self.path)
 
     def _batch(self, rows: Iterable[Any]) -> list[Any]:
+        if self._shards is not None:  # rows are kept until their shard is written: copies
+            return super()._batch(rows)
         # rows are encoded at once and not kept: plain dicts need no copy
         return [
             row if type(row) is dict and _STR_KEYS.issuperset(map(type, row)) else _as_row(row, i)
@@ -159,10 +183,26 @@ class JSONLSink(BaseSink):
         ]
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        self._file.write(dumps_rows(rows))
+        if self._shards is not None:
+            self._shards.add(rows)
+        else:
+            assert self._file is not None
+            self._file.write(dumps_rows(rows))
+
+    def _prepare(self) -> None:
+        if self._shards is not None:
+            self._shards.prepare()
 
     def _commit(self) -> None:
-        self._file.commit()
+        if self._shards is not None:
+            self._shards.commit()
+        else:
+            assert self._file is not None
+            self._file.commit()
 
     def _discard(self) -> None:
-        self._file.discard()
+        if self._shards is not None:
+            self._shards.discard()
+        else:
+            assert self._file is not None
+            self._file.discard()

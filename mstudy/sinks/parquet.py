@@ -12,6 +12,7 @@ when a sink is built, and this module's arrow helpers are shared with :mod:`mstu
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 from mstudy.errors import SinkError
 from mstudy.sinks.base import AtomicFile, BaseSink, import_optional, sink_error
 from mstudy.sinks.jsonl import to_jsonable
+from mstudy.sinks.sharded import ShardWriter
 
 __all__ = ["ParquetSink"]
 
@@ -328,6 +330,8 @@ class ParquetSink(BaseSink):
         *,
         schema: Any = None,
         compression: str = "zstd",
+        rows_per_shard: int | None = None,
+        workers: int | None = None,
     ) -> None:
         super().__init__()
         if row_group_size < 1:
@@ -340,8 +344,27 @@ class ParquetSink(BaseSink):
         """The schema written so far (the given one, or the one inferred from the rows)."""
         self._fixed = schema is not None
         self._merged: Any = None  # the inferred schema, unknown types kept as null
+        self._shards: ShardWriter | None = None
+        if rows_per_shard is not None:
+            self._shards = ShardWriter(
+                path,
+                suffix=".parquet",
+                make=functools.partial(
+                    ParquetSink,
+                    row_group_size=row_group_size,
+                    schema=schema,
+                    compression=compression,
+                ),
+                rows_per_shard=rows_per_shard,
+                workers=workers,
+                unify=None if self._fixed else self._unify,
+            )
+            self.path: Path = self._shards.path
+            return
+        if workers is not None:
+            raise ValueError("workers needs rows_per_shard (a sharded output)")
         self._file = AtomicFile(path)
-        self.path: Path = self._file.target
+        self.path = self._file.target
         self._buffer: list[dict[str, Any]] = []
         self._writer: Any = None
         self._segments: list[Path] = []  # files of the row groups written under older schemas
@@ -351,6 +374,9 @@ class ParquetSink(BaseSink):
         return str(self.path)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
+        if self._shards is not None:
+            self._shards.add(rows)
+            return
         self._buffer.extend(rows)
         while len(self._buffer) >= self.row_group_size:
             chunk = self._buffer[: self.row_group_size]
@@ -404,6 +430,9 @@ class ParquetSink(BaseSink):
     def _prepare(self) -> None:
         """Write what is buffered, close the writer and, when the schema grew, rewrite the
         row groups to the final schema: all that can fail before the file is published."""
+        if self._shards is not None:
+            self._shards.prepare()
+            return
         if self._buffer:
             rows, self._buffer = self._buffer, []
             self._flush(rows)
@@ -419,7 +448,46 @@ class ParquetSink(BaseSink):
             self._rewrite()
 
     def _commit(self) -> None:
-        self._file.commit()
+        if self._shards is not None:
+            self._shards.commit()
+        else:
+            self._file.commit()
+
+    def _unify(self, shards: list[BaseSink], files: list[Path], pmap: Any) -> None:
+        """Give every shard the schema of all rows (as one file would have), rewriting the
+        shards whose own schema differs (in the pool, one shard at a time each)."""
+        pa = self._pa
+        known = known_column_types(pa)
+        merged = pa.schema([])
+        for shard in shards:
+            assert isinstance(shard, ParquetSink)
+            if shard._merged is not None:
+                merged = widen_schema(pa, merged, shard._merged, known)
+        self.schema = pa.schema([f.with_type(fill_null_types(pa, f.type)) for f in merged])
+        stale = [
+            (file, shard.rows_written)
+            for shard, file in zip(shards, files, strict=True)
+            if isinstance(shard, ParquetSink) and shard.schema != self.schema
+        ]
+        pmap(self._conform_file, [f for f, _ in stale], [n for _, n in stale])
+
+    def _conform_file(self, path: Path, rows: int) -> None:
+        pa, pq = self._pa, self._pq
+        where = f"{self.path}/{path.name} ({rows} rows)"
+        merged = path.with_name(path.name + ".conformed")
+        try:
+            table = conform_table(pa, pq.read_table(path), self.schema, where)
+            with open(merged, "wb") as handle:
+                writer = pq.ParquetWriter(handle, self.schema, compression=self.compression)
+                writer.write_table(table, row_group_size=self.row_group_size)
+                writer.close()
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(merged, path)
+        except OSError as exc:
+            raise sink_error("write", merged, exc) from exc
+        except pa.ArrowException as exc:
+            raise SinkError(f"cannot rewrite {where} with the schema of all rows: {exc}") from exc
 
     def _rewrite(self) -> None:
         """Copy every segment's row groups, cast to the final schema, into one file that
@@ -459,6 +527,9 @@ class ParquetSink(BaseSink):
         self._segments = []
 
     def _discard(self) -> None:
+        if self._shards is not None:
+            self._shards.discard()
+            return
         self._buffer = []
         if self._writer is not None:
             writer, self._writer = self._writer, None
