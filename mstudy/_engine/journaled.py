@@ -4,6 +4,8 @@ the last checkpoint and writes every row once (:mod:`mstudy._journal`)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,10 @@ def _run(study: Study, source: Any, limit: int | None, journal: Journal) -> Repo
     assert journal.state is not None and journal.state.report is not None
     report = journal.state.report
     study.last_report = report
-    with SinkSet.open(study.sink_specs, study.rejects_spec) as sinks:
+    label = hashlib.sha256(
+        json.dumps(journal.fingerprint, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
+    with SinkSet.open(study.sink_specs, study.rejects_spec, study=label) as sinks:
         for kind in ("accepted", "rejects"):
             for row in journal.rows(kind):
                 sinks.add_row(kind, row)

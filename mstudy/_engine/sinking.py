@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 from mstudy.interfaces import Preparable, Sink
 from mstudy.records import Example, Rejection
@@ -24,6 +24,14 @@ CHUNK = 256
 """Rows handed to the sinks at once."""
 
 SinkSpec = Sink | str | Path
+
+
+@runtime_checkable
+class StudyLabelled(Protocol):
+    """A sink that records which study wrote it (the sharded sinks' manifest does)."""
+
+    def label_study(self, study: str) -> None:
+        """Record ``study``, the sha256 of the study's fingerprint."""
 
 
 def build_sink(spec: SinkSpec) -> Sink:
@@ -55,8 +63,11 @@ class SinkSet:
         self._rejected: list[Mapping[str, Any]] = []
 
     @classmethod
-    def open(cls, sinks: Iterable[SinkSpec], rejects: SinkSpec | None) -> SinkSet:
-        """Build the sinks; those built before one that fails are aborted."""
+    def open(
+        cls, sinks: Iterable[SinkSpec], rejects: SinkSpec | None, *, study: str | None = None
+    ) -> SinkSet:
+        """Build the sinks; those built before one that fails are aborted. ``study`` (the
+        sha256 of the study's fingerprint) goes to the sinks that record it."""
         built: list[Sink] = []
         try:
             for spec in sinks:
@@ -65,6 +76,10 @@ class SinkSet:
         except BaseException:
             _abort(built)
             raise
+        if study is not None:
+            for sink in [*built, *([rejects_sink] if rejects_sink is not None else [])]:
+                if isinstance(sink, StudyLabelled):
+                    sink.label_study(study)
         return cls(built, rejects_sink)
 
     @property

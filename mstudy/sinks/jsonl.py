@@ -173,6 +173,11 @@ class JSONLSink(BaseSink):
     def _describe(self) -> str:
         return str(self.path)
 
+    def label_study(self, study: str) -> None:
+        """Record the study (the sha256 of its fingerprint) in a sharded output's manifest."""
+        if self._shards is not None:
+            self._shards.study = study
+
     def _batch(self, rows: Iterable[Any]) -> list[Any]:
         if self._shards is not None:  # rows are kept until their shard is written: copies
             return super()._batch(rows)

@@ -373,6 +373,11 @@ class ParquetSink(BaseSink):
     def _describe(self) -> str:
         return str(self.path)
 
+    def label_study(self, study: str) -> None:
+        """Record the study (the sha256 of its fingerprint) in a sharded output's manifest."""
+        if self._shards is not None:
+            self._shards.study = study
+
     def _write(self, rows: list[dict[str, Any]]) -> None:
         if self._shards is not None:
             self._shards.add(rows)

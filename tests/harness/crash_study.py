@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--journal")
     parser.add_argument("--calls-log")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--rows-per-shard", type=int, help="also write sharded outputs")
     args = parser.parse_args()
     log = open(args.calls_log, "a", buffering=1) if args.calls_log else None  # noqa: SIM115
 
@@ -44,11 +45,21 @@ def main() -> None:
     out = Path(args.out)
     journal = Path(args.journal) if args.journal else None
     cache = CallCache(journal.with_suffix(".calls.sqlite"), commit_every=1) if journal else None
+    sharded: list[object] = []
+    if args.rows_per_shard:
+        from mstudy.sinks.jsonl import JSONLSink
+        from mstudy.sinks.parquet import ParquetSink
+
+        n = args.rows_per_shard
+        sharded = [
+            JSONLSink(out / "sharded-jsonl", rows_per_shard=n, workers=2),
+            ParquetSink(out / "sharded-parquet", rows_per_shard=n, workers=2),
+        ]
     study = Study(
         ScriptedTeacher(reply, fingerprint="crash-harness"),
         [Reverse(), Paraphrase(n=2)],
         [ExactDedup(scope="global")],
-        sinks=[out / "enriched.jsonl", out / "enriched.parquet"],
+        sinks=[out / "enriched.jsonl", out / "enriched.parquet", *sharded],
         rejects=out / "rejects.jsonl",
         journal=journal,
         cache=cache,
