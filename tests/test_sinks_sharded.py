@@ -267,3 +267,21 @@ def test_a_killed_journaled_run_resumes_to_identical_shards(tmp_path: Path) -> N
     for name in ("sharded-jsonl", "sharded-parquet"):
         assert snapshot(out / name) == snapshot(clean / name), name
         assert len(read_manifest(out / name, verify=True)) > 5
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_worker_processes_write_the_same_output_as_threads(tmp_path: Path, fmt: str) -> None:
+    rows = [{"id": i, "n": None if i < 5 else i, "text": f"ü {i}" * (i % 7)} for i in range(23)]
+    write(tmp_path / "threads", fmt, rows, 5)
+    with SINKS[fmt](tmp_path / "procs", rows_per_shard=5, workers=2, executor="process") as sink:
+        sink.write(rows)
+    assert snapshot(tmp_path / "procs") == snapshot(tmp_path / "threads")
+
+
+def test_rows_a_worker_process_cannot_receive_are_refused_by_shard(tmp_path: Path) -> None:
+    sink = JSONLSink(tmp_path / "out", rows_per_shard=1, workers=2, executor="process")
+    with pytest.raises(SinkError, match="shard 1 cannot be sent") as info:
+        sink.write([{"ok": 1}, {"f": lambda: 0}])
+    assert isinstance(info.value.__cause__, Exception)
+    sink.abort()
+    assert not (tmp_path / "out" / MANIFEST).exists()

@@ -217,6 +217,10 @@ _STR_KEYS = frozenset({str})
 
 def _as_row(item: Any, position: int) -> dict[str, Any]:
     """``item`` as a new dict of columns (a mapping, or an object with ``to_row()``)."""
+    if type(item) is dict:  # the common case, without the slower Mapping check
+        out = item.copy()
+        if _STR_KEYS.issuperset(map(type, out)):
+            return out
     row = item
     if not isinstance(row, Mapping):
         to_row = getattr(row, "to_row", None)  # Example, Rejection

@@ -152,6 +152,7 @@ class JSONLSink(BaseSink):
         append: bool = False,
         rows_per_shard: int | None = None,
         workers: int | None = None,
+        executor: str = "thread",
     ) -> None:
         super().__init__()
         self.append = append
@@ -166,7 +167,12 @@ class JSONLSink(BaseSink):
         if append:
             raise ValueError("append=True cannot be used with rows_per_shard")
         self._shards = ShardWriter(
-            path, suffix=".jsonl", make=JSONLSink, rows_per_shard=rows_per_shard, workers=workers
+            path,
+            suffix=".jsonl",
+            make=JSONLSink,
+            rows_per_shard=rows_per_shard,
+            workers=workers,
+            executor=executor,
         )
         self.path = self._shards.path
 

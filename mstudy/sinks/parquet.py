@@ -306,6 +306,12 @@ def conform_table(pa: Any, table: Any, schema: Any, where: str) -> Any:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _shard_schemas(sink: BaseSink) -> tuple[Any, Any]:
+    """A written shard's inferred schema (nulls kept) and the schema it was written with."""
+    assert isinstance(sink, ParquetSink)
+    return sink._merged, sink.schema
+
+
 # -- the sink -----------------------------------------------------------------------------------
 
 
@@ -332,6 +338,7 @@ class ParquetSink(BaseSink):
         compression: str = "zstd",
         rows_per_shard: int | None = None,
         workers: int | None = None,
+        executor: str = "thread",
     ) -> None:
         super().__init__()
         if row_group_size < 1:
@@ -357,6 +364,8 @@ class ParquetSink(BaseSink):
                 ),
                 rows_per_shard=rows_per_shard,
                 workers=workers,
+                executor=executor,
+                summarize=_shard_schemas,
                 unify=None if self._fixed else self._unify,
             )
             self.path: Path = self._shards.path
@@ -458,27 +467,23 @@ class ParquetSink(BaseSink):
         else:
             self._file.commit()
 
-    def _unify(self, shards: list[BaseSink], files: list[Path], pmap: Any) -> None:
+    def _unify(self, schemas: list[Any], files: list[Path], pmap: Any) -> list[int]:
         """Give every shard the schema of all rows (as one file would have), rewriting the
-        shards whose own schema differs (in the pool, one shard at a time each)."""
+        shards whose own schema differs (in threads, one shard at a time each)."""
         pa = self._pa
         known = known_column_types(pa)
         merged = pa.schema([])
-        for shard in shards:
-            assert isinstance(shard, ParquetSink)
-            if shard._merged is not None:
-                merged = widen_schema(pa, merged, shard._merged, known)
+        for shard_merged, _ in schemas:
+            if shard_merged is not None:
+                merged = widen_schema(pa, merged, shard_merged, known)
         self.schema = pa.schema([f.with_type(fill_null_types(pa, f.type)) for f in merged])
-        stale = [
-            (file, shard.rows_written)
-            for shard, file in zip(shards, files, strict=True)
-            if isinstance(shard, ParquetSink) and shard.schema != self.schema
-        ]
-        pmap(self._conform_file, [f for f, _ in stale], [n for _, n in stale])
+        stale = [i for i, (_, written) in enumerate(schemas) if written != self.schema]
+        pmap(self._conform_file, [files[i] for i in stale])
+        return stale
 
-    def _conform_file(self, path: Path, rows: int) -> None:
+    def _conform_file(self, path: Path) -> None:
         pa, pq = self._pa, self._pq
-        where = f"{self.path}/{path.name} ({rows} rows)"
+        where = f"{self.path}/{path.name}"
         merged = path.with_name(path.name + ".conformed")
         try:
             table = conform_table(pa, pq.read_table(path), self.schema, where)

@@ -28,17 +28,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
+import pickle
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mstudy._locks import PathLock
-from mstudy.errors import MstudyError
+from mstudy.errors import MstudyError, SinkError
 from mstudy.sinks.base import BaseSink, ensure_parent, fsync_dir, sink_error
 
 __all__ = [
@@ -94,10 +96,23 @@ class Part:
 
 
 ShardMaker = Callable[[Path], BaseSink]
-"""Builds the sink that writes one shard's rows to a file (``JSONLSink``, ``ParquetSink``)."""
-Unify = Callable[[list[BaseSink], list[Path], Callable[..., Any]], None]
-"""Called with every shard's closed sink and file before they are hashed (Parquet gives all
-shards one schema); the third argument maps a function over items in the pool."""
+"""Builds the sink that writes one shard's rows to a file (``JSONLSink``, ``ParquetSink``);
+with ``executor="process"`` it must pickle (a class, or a ``functools.partial`` of one)."""
+Summarize = Callable[[BaseSink], Any]
+"""What ``unify`` needs to know of a written shard's sink (a module-level function)."""
+Unify = Callable[[list[Any], list[Path], Callable[..., list[Any]]], list[int]]
+"""Called with every shard's summary and file before the manifest is made (Parquet gives
+all shards one schema) and a function mapping over items in threads; returns the indices
+of the files it rewrote."""
+EXECUTORS = ("thread", "process")
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    rows: int
+    summary: Any
+    sha256: str
+    bytes: int
 
 
 def _sha256(path: Path) -> tuple[str, int]:
@@ -110,15 +125,30 @@ def _sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _write_shard(make: ShardMaker, path: Path, rows: list[dict[str, Any]]) -> BaseSink:
+def _done(function: Callable[..., _Written], *args: Any) -> Future[_Written]:
+    """A future of ``function(*args)`` run here and now (its error kept in the future)."""
+    future: Future[_Written] = Future()
+    try:
+        future.set_result(function(*args))
+    except BaseException as exc:
+        future.set_exception(exc)
+    return future
+
+
+def _write_shard(
+    make: ShardMaker, summarize: Summarize | None, path: Path, rows: list[dict[str, Any]] | bytes
+) -> _Written:
+    """Write one shard (rows, or rows pickled for a worker process) and hash it."""
+    batch: list[dict[str, Any]] = pickle.loads(rows) if isinstance(rows, bytes) else rows
     sink = make(path)
     try:
-        sink.write(rows)
+        sink.write(batch)
         sink.close()
     except BaseException:
         sink.abort()
         raise
-    return sink
+    digest, size = _sha256(path)
+    return _Written(sink.rows_written, summarize(sink) if summarize else None, digest, size)
 
 
 class ShardWriter:
@@ -127,7 +157,9 @@ class ShardWriter:
     Used by the file sinks given ``rows_per_shard`` (the sink calls :meth:`add`,
     :meth:`prepare`, :meth:`commit`, :meth:`discard` from its own life cycle). The
     directory is locked from construction to commit or discard; a ``.partial`` folder a
-    dead run left is removed first.
+    dead run left is removed first. Shards are written by ``workers`` threads, or with
+    ``executor="process"`` by as many worker processes (started with ``spawn`` once there
+    is a second shard; rows are pickled to them).
     """
 
     def __init__(
@@ -138,18 +170,23 @@ class ShardWriter:
         make: ShardMaker,
         rows_per_shard: int,
         workers: int | None = None,
+        executor: str = "thread",
+        summarize: Summarize | None = None,
         unify: Unify | None = None,
     ) -> None:
         if isinstance(rows_per_shard, bool) or rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
         self.path: Path = ensure_parent(path, directory=True)
         self.suffix, self.rows_per_shard = suffix, rows_per_shard
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.executor = executor
         self.study: str | None = None
         """sha256 of the study's fingerprint, written to the manifest (set by the run)."""
-        self._make, self._unify = make, unify
+        self._make, self._summarize, self._unify = make, summarize, unify
         self._lock = PathLock(self.path).acquire()
         self._staging = self.path / STAGING
         try:
@@ -160,8 +197,8 @@ class ShardWriter:
             self._lock.release()
             raise sink_error("create", self._staging, exc) from exc
         self._buffer: list[dict[str, Any]] = []
-        self._futures: list[Future[BaseSink]] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self._futures: list[Future[_Written]] = []
+        self._pool: Executor | None = None
         self._parts: list[Part] = []
         self._moved: list[Path] = []
         self._done = False
@@ -177,37 +214,63 @@ class ShardWriter:
             if len(self._buffer) == self.rows_per_shard:
                 self._submit()
 
-    def _submit(self) -> None:
+    def _staged(self, index: int) -> Path:
+        return self._staging / f"part-{index:05d}{self.suffix}"
+
+    def _submit(self, last: bool = False) -> None:
         rows, self._buffer = self._buffer, []
         index = len(self._futures)
-        staged = self._staging / f"part-{index:05d}{self.suffix}"
+        payload: list[dict[str, Any]] | bytes = rows
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mstudy-shard")
+            if self.executor == "process" and index == 0 and last:  # one shard: no processes
+                written = _done(_write_shard, self._make, self._summarize, self._staged(0), rows)
+                self._futures.append(written)
+                return
+            self._pool = self._new_pool()
+        if isinstance(self._pool, ProcessPoolExecutor):
+            try:
+                payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # any value may refuse pickling
+                raise SinkError(
+                    f"{self.path}: the rows of shard {index} cannot be sent to a worker "
+                    f'process ({type(exc).__name__}: {exc}); use executor = "thread"'
+                ) from exc
         pending = [f for f in self._futures if not f.done()]
         if len(pending) >= 2 * self.workers:  # bounded memory: wait for the oldest
             pending[0].result()
-        self._futures.append(self._pool.submit(_write_shard, self._make, staged, rows))
+        future = self._pool.submit(
+            _write_shard, self._make, self._summarize, self._staged(index), payload
+        )
+        self._futures.append(future)
 
-    def _map(self, function: Callable[..., Any], *items: Sequence[Any]) -> list[Any]:
-        if self._pool is None:
-            return list(map(function, *items))
-        return list(self._pool.map(function, *items))
+    def _new_pool(self) -> Executor:
+        if self.executor == "process":
+            context = multiprocessing.get_context("spawn")
+            return ProcessPoolExecutor(self.workers, mp_context=context)
+        return ThreadPoolExecutor(self.workers, thread_name_prefix="mstudy-shard")
 
     def prepare(self) -> None:
-        """Write the last shard, wait for all, give the sink's ``unify`` its say, hash the
-        parts and stage the manifest: everything that can fail before the commit."""
+        """Write the last shard, wait for all, give the sink's ``unify`` its say and stage
+        the manifest: everything that can fail before the commit."""
         if self._buffer:
-            self._submit()
-        sinks = [future.result() for future in self._futures]
-        staged = [self._staging / f"part-{i:05d}{self.suffix}" for i in range(len(sinks))]
-        if self._unify is not None and sinks:
-            self._unify(sinks, staged, self._map)
-        hashed = self._map(_sha256, staged)
+            self._submit(last=True)
+        written = [future.result() for future in self._futures]
+        self._shutdown()
+        files = [self._staged(i) for i in range(len(written))]
+        if self._unify is not None and written:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="mstudy-shard") as pool:
+
+                def pmap(function: Callable[..., Any], *items: Sequence[Any]) -> list[Any]:
+                    return list(pool.map(function, *items))
+
+                for i in self._unify([w.summary for w in written], files, pmap):
+                    digest, size = _sha256(files[i])
+                    written[i] = _Written(written[i].rows, None, digest, size)
         self._parts = [
             Part(
-                self.path / f"part-{i:05d}-{digest[:12]}{self.suffix}", s.rows_written, size, digest
+                self.path / f"part-{i:05d}-{w.sha256[:12]}{self.suffix}", w.rows, w.bytes, w.sha256
             )
-            for i, (s, (digest, size)) in enumerate(zip(sinks, hashed, strict=True))
+            for i, w in enumerate(written)
         ]
         manifest = {
             "format": FORMAT,
@@ -229,7 +292,6 @@ class ShardWriter:
                 os.fsync(handle.fileno())
         except OSError as exc:
             raise sink_error("write", self._staging / MANIFEST, exc) from exc
-        self._shutdown()
 
     # -- publishing --------------------------------------------------------------------------
     def commit(self) -> None:
@@ -239,7 +301,7 @@ class ShardWriter:
             return
         try:
             for i, part in enumerate(self._parts):
-                os.replace(self._staging / f"part-{i:05d}{self.suffix}", part.path)
+                os.replace(self._staged(i), part.path)
                 self._moved.append(part.path)
             fsync_dir(self.path)
             os.replace(self._staging / MANIFEST, self.path / MANIFEST)
@@ -279,6 +341,8 @@ class ShardWriter:
             self._lock.release()
 
     def _shutdown(self, cancel: bool = False) -> None:
+        for future in self._futures if cancel else ():
+            future.cancel()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=cancel)
