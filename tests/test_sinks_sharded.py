@@ -279,7 +279,7 @@ def test_worker_processes_write_the_same_output_as_threads(tmp_path: Path, fmt: 
 
 
 def test_rows_a_worker_process_cannot_receive_are_refused_by_shard(tmp_path: Path) -> None:
-    sink = JSONLSink(tmp_path / "out", rows_per_shard=1, workers=2, executor="process")
+    sink = ParquetSink(tmp_path / "out", rows_per_shard=1, workers=2, executor="process")
     with pytest.raises(SinkError, match="shard 1 cannot be sent") as info:
         sink.write([{"ok": 1}, {"f": lambda: 0}])
     assert isinstance(info.value.__cause__, Exception)

@@ -313,6 +313,21 @@ class BaseSink:
             raise
         self.rows_written += len(batch)
 
+    def write_owned(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows that are column dicts with ``str`` keys and that the caller gives up
+        (never uses again): written as they are, without the copy :meth:`write` makes."""
+        if self._state != "open" or self._prepared:
+            raise SinkError(f"cannot write to {self._describe()}: the sink is not open")
+        self._check_not_failed()
+        if not rows:
+            return
+        try:
+            self._write(rows)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        self.rows_written += len(rows)
+
     def _check_not_failed(self) -> None:
         if self._failure is not None:
             raise SinkError(

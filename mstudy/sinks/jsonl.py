@@ -169,7 +169,7 @@ class JSONLSink(BaseSink):
         self._shards = ShardWriter(
             path,
             suffix=".jsonl",
-            make=JSONLSink,
+            encode=dumps_rows,
             rows_per_shard=rows_per_shard,
             workers=workers,
             executor=executor,
@@ -185,9 +185,7 @@ class JSONLSink(BaseSink):
             self._shards.study = study
 
     def _batch(self, rows: Iterable[Any]) -> list[Any]:
-        if self._shards is not None:  # rows are kept until their shard is written: copies
-            return super()._batch(rows)
-        # rows are encoded at once and not kept: plain dicts need no copy
+        # rows are encoded at once and not kept (sharded too): plain dicts need no copy
         return [
             row if type(row) is dict and _STR_KEYS.issuperset(map(type, row)) else _as_row(row, i)
             for i, row in enumerate(rows)

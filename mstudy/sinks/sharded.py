@@ -136,13 +136,29 @@ def _done(function: Callable[..., _Written], *args: Any) -> Future[_Written]:
 
 
 def _write_shard(
-    make: ShardMaker, summarize: Summarize | None, path: Path, rows: list[dict[str, Any]] | bytes
+    make: ShardMaker | None,
+    summarize: Summarize | None,
+    path: Path,
+    payload: list[dict[str, Any]] | bytes,
+    rows: int,
 ) -> _Written:
-    """Write one shard (rows, or rows pickled for a worker process) and hash it."""
-    batch: list[dict[str, Any]] = pickle.loads(rows) if isinstance(rows, bytes) else rows
+    """Write one shard and hash it: encoded bytes as they are (``make`` None), or rows
+    (pickled, for a worker process) through the sink ``make`` builds."""
+    if make is None:
+        assert isinstance(payload, bytes)
+        try:
+            with open(path, "xb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise sink_error("write", path, exc) from exc
+        digest, size = _sha256(path)
+        return _Written(rows, None, digest, size)
+    batch: list[dict[str, Any]] = pickle.loads(payload) if isinstance(payload, bytes) else payload
     sink = make(path)
     try:
-        sink.write(batch)
+        sink.write_owned(batch)  # the shard's rows are copies already
         sink.close()
     except BaseException:
         sink.abort()
@@ -167,8 +183,9 @@ class ShardWriter:
         path: str | os.PathLike[str],
         *,
         suffix: str,
-        make: ShardMaker,
         rows_per_shard: int,
+        make: ShardMaker | None = None,
+        encode: Callable[[Sequence[dict[str, Any]]], bytes] | None = None,
         workers: int | None = None,
         executor: str = "thread",
         summarize: Summarize | None = None,
@@ -186,7 +203,10 @@ class ShardWriter:
         self.executor = executor
         self.study: str | None = None
         """sha256 of the study's fingerprint, written to the manifest (set by the run)."""
-        self._make, self._summarize, self._unify = make, summarize, unify
+        if (make is None) == (encode is None):
+            raise ValueError("give make (a sink for each shard) or encode (rows to bytes)")
+        self._make, self._encode = make, encode
+        self._summarize, self._unify = summarize, unify
         self._lock = PathLock(self.path).acquire()
         self._staging = self.path / STAGING
         try:
@@ -196,7 +216,9 @@ class ShardWriter:
         except OSError as exc:
             self._lock.release()
             raise sink_error("create", self._staging, exc) from exc
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[dict[str, Any]] = []  # the open shard's rows, or
+        self._chunks: list[bytes] = []  # ... its encoded rows
+        self._count = 0
         self._futures: list[Future[_Written]] = []
         self._pool: Executor | None = None
         self._parts: list[Part] = []
@@ -205,13 +227,18 @@ class ShardWriter:
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Buffer rows; every full shard goes to the pool to be written."""
+        """Buffer rows (encoded at once, when the sink gave ``encode``); every full shard
+        goes to the pool to be written."""
         start = 0
         while start < len(rows):
-            room = self.rows_per_shard - len(self._buffer)
-            self._buffer.extend(rows[start : start + room])
-            start += room
-            if len(self._buffer) == self.rows_per_shard:
+            chunk = rows[start : start + self.rows_per_shard - self._count]
+            if self._encode is not None:
+                self._chunks.append(self._encode(chunk))
+            else:
+                self._buffer.extend(chunk)
+            self._count += len(chunk)
+            start += len(chunk)
+            if self._count == self.rows_per_shard:
                 self._submit()
 
     def _staged(self, index: int) -> Path:
@@ -219,15 +246,18 @@ class ShardWriter:
 
     def _submit(self, last: bool = False) -> None:
         rows, self._buffer = self._buffer, []
-        index = len(self._futures)
+        count, self._count = self._count, 0
         payload: list[dict[str, Any]] | bytes = rows
+        if self._encode is not None:
+            payload, self._chunks = b"".join(self._chunks), []
+        index = len(self._futures)
+        job = (self._make, self._summarize, self._staged(index))
         if self._pool is None:
             if self.executor == "process" and index == 0 and last:  # one shard: no processes
-                written = _done(_write_shard, self._make, self._summarize, self._staged(0), rows)
-                self._futures.append(written)
+                self._futures.append(_done(_write_shard, *job, payload, count))
                 return
             self._pool = self._new_pool()
-        if isinstance(self._pool, ProcessPoolExecutor):
+        if isinstance(self._pool, ProcessPoolExecutor) and self._encode is None:
             try:
                 payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:  # any value may refuse pickling
@@ -238,10 +268,7 @@ class ShardWriter:
         pending = [f for f in self._futures if not f.done()]
         if len(pending) >= 2 * self.workers:  # bounded memory: wait for the oldest
             pending[0].result()
-        future = self._pool.submit(
-            _write_shard, self._make, self._summarize, self._staged(index), payload
-        )
-        self._futures.append(future)
+        self._futures.append(self._pool.submit(_write_shard, *job, payload, count))
 
     def _new_pool(self) -> Executor:
         if self.executor == "process":
@@ -252,7 +279,7 @@ class ShardWriter:
     def prepare(self) -> None:
         """Write the last shard, wait for all, give the sink's ``unify`` its say and stage
         the manifest: everything that can fail before the commit."""
-        if self._buffer:
+        if self._count:
             self._submit(last=True)
         written = [future.result() for future in self._futures]
         self._shutdown()
