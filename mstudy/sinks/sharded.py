@@ -135,30 +135,40 @@ def _done(function: Callable[..., _Written], *args: Any) -> Future[_Written]:
     return future
 
 
+_Payload = tuple[str, Any]
+"""A shard's rows: ``("data", bytes)`` encoded, ``("pickled", [bytes])`` pickled batches
+(for a worker process), or ``("rows", [dict])``."""
+
+
 def _write_shard(
     make: ShardMaker | None,
+    encode: Callable[[Sequence[dict[str, Any]]], bytes] | None,
     summarize: Summarize | None,
     path: Path,
-    payload: list[dict[str, Any]] | bytes,
+    payload: _Payload,
     rows: int,
 ) -> _Written:
-    """Write one shard and hash it: encoded bytes as they are (``make`` None), or rows
-    (pickled, for a worker process) through the sink ``make`` builds."""
-    if make is None:
-        assert isinstance(payload, bytes)
+    """Write one shard and hash it: encoded bytes as they are, rows encoded by ``encode`` or
+    through the sink ``make`` builds."""
+    kind, value = payload
+    if kind == "pickled":
+        kind, value = "rows", [row for blob in value for row in pickle.loads(blob)]
+    if kind == "rows" and encode is not None:
+        kind, value = "data", encode(value)
+    if kind == "data":
         try:
             with open(path, "xb") as handle:
-                handle.write(payload)
+                handle.write(value)
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
             raise sink_error("write", path, exc) from exc
         digest, size = _sha256(path)
         return _Written(rows, None, digest, size)
-    batch: list[dict[str, Any]] = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    assert make is not None
     sink = make(path)
     try:
-        sink.write_owned(batch)  # the shard's rows are copies already
+        sink.write_owned(value)  # the shard's rows are copies already
         sink.close()
     except BaseException:
         sink.abort()
@@ -217,7 +227,7 @@ class ShardWriter:
             self._lock.release()
             raise sink_error("create", self._staging, exc) from exc
         self._buffer: list[dict[str, Any]] = []  # the open shard's rows, or
-        self._chunks: list[bytes] = []  # ... its encoded rows
+        self._chunks: list[bytes] = []  # ... its encoded or pickled batches
         self._count = 0
         self._futures: list[Future[_Written]] = []
         self._pool: Executor | None = None
@@ -227,12 +237,14 @@ class ShardWriter:
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Buffer rows (encoded at once, when the sink gave ``encode``); every full shard
-        goes to the pool to be written."""
+        """Buffer rows (encoded at once when the sink gave ``encode``, pickled at once for
+        worker processes); every full shard goes to the pool to be written."""
         start = 0
         while start < len(rows):
             chunk = rows[start : start + self.rows_per_shard - self._count]
-            if self._encode is not None:
+            if self.executor == "process":
+                self._chunks.append(self._pickle(chunk))
+            elif self._encode is not None:
                 self._chunks.append(self._encode(chunk))
             else:
                 self._buffer.extend(chunk)
@@ -241,34 +253,39 @@ class ShardWriter:
             if self._count == self.rows_per_shard:
                 self._submit()
 
+    def _pickle(self, rows: Sequence[dict[str, Any]]) -> bytes:
+        try:
+            return pickle.dumps(list(rows), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # any value may refuse pickling
+            raise SinkError(
+                f"{self.path}: the rows of shard {len(self._futures)} cannot be sent to a "
+                f'worker process ({type(exc).__name__}: {exc}); use executor = "thread"'
+            ) from exc
+
     def _staged(self, index: int) -> Path:
         return self._staging / f"part-{index:05d}{self.suffix}"
 
     def _submit(self, last: bool = False) -> None:
-        rows, self._buffer = self._buffer, []
         count, self._count = self._count, 0
-        payload: list[dict[str, Any]] | bytes = rows
-        if self._encode is not None:
-            payload, self._chunks = b"".join(self._chunks), []
+        payload: _Payload
+        if self.executor == "process":
+            payload = ("pickled", self._chunks)
+        elif self._encode is not None:
+            payload = ("data", b"".join(self._chunks))
+        else:
+            payload = ("rows", self._buffer)
+        self._chunks, self._buffer = [], []
         index = len(self._futures)
-        job = (self._make, self._summarize, self._staged(index))
+        job = (self._make, self._encode, self._summarize, self._staged(index), payload, count)
         if self._pool is None:
             if self.executor == "process" and index == 0 and last:  # one shard: no processes
-                self._futures.append(_done(_write_shard, *job, payload, count))
+                self._futures.append(_done(_write_shard, *job))
                 return
             self._pool = self._new_pool()
-        if isinstance(self._pool, ProcessPoolExecutor) and self._encode is None:
-            try:
-                payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:  # any value may refuse pickling
-                raise SinkError(
-                    f"{self.path}: the rows of shard {index} cannot be sent to a worker "
-                    f'process ({type(exc).__name__}: {exc}); use executor = "thread"'
-                ) from exc
         pending = [f for f in self._futures if not f.done()]
         if len(pending) >= 2 * self.workers:  # bounded memory: wait for the oldest
             pending[0].result()
-        self._futures.append(self._pool.submit(_write_shard, *job, payload, count))
+        self._futures.append(self._pool.submit(_write_shard, *job))
 
     def _new_pool(self) -> Executor:
         if self.executor == "process":
