@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from mstudy.sinks.hf import DatasetSink, SaveToDiskSink
     from mstudy.sinks.jsonl import JSONLSink
     from mstudy.sinks.parquet import ParquetSink
+    from mstudy.sinks.sharded import ManifestError, Part, read_manifest, read_sharded
     from mstudy.sinks.training import (
         AlpacaSink,
         MessagesSink,
@@ -29,13 +30,17 @@ __all__ = [
     "BaseSink",
     "DatasetSink",
     "JSONLSink",
+    "ManifestError",
     "MessagesSink",
     "ParquetSink",
+    "Part",
     "PromptCompletionSink",
     "SaveToDiskSink",
     "ShareGPTSink",
     "TextSink",
     "TrainingFormatSink",
+    "read_manifest",
+    "read_sharded",
 ]
 
 _MODULES = {
@@ -45,6 +50,10 @@ _MODULES = {
     "JSONLSink": "mstudy.sinks.jsonl",
     "ParquetSink": "mstudy.sinks.parquet",
     "SaveToDiskSink": "mstudy.sinks.hf",
+    **{
+        name: "mstudy.sinks.sharded"
+        for name in ("ManifestError", "Part", "read_manifest", "read_sharded")
+    },
     **{
         name: "mstudy.sinks.training"
         for name in (
