@@ -3,9 +3,11 @@
 ``JSONLSink(path, rows_per_shard=N)`` and ``ParquetSink(path, rows_per_shard=N)`` write a
 directory instead of one file. Rows go to shards by their order: shard ``k`` holds rows
 ``k*N`` to ``(k+1)*N - 1``, so the same rows always give the same parts and the same
-manifest, whatever wrote them. Each full shard is encoded and written by a pool of
-``workers`` threads while later rows arrive (Parquet encoding and compression, file writes,
-``fsync`` and hashing release the GIL).
+manifest, however the rows were batched and whatever wrote them. Each full shard is
+written by one of ``workers`` threads while later rows arrive (file writes, ``fsync``,
+hashing and Parquet's encoding and compression release the GIL; JSONL rows are encoded as
+they come, as the one-file sink does), or with ``executor="process"`` by worker processes
+that get the rows pickled and encode them there.
 
 Parts are written into ``<dir>/.partial/`` and only committing moves them into ``<dir>``,
 named ``part-00000-<sha256 prefix>.<ext>`` (after their content, so a new output never
@@ -444,6 +446,8 @@ def read_manifest(path: str | os.PathLike[str], *, verify: bool = False) -> list
         if verify:
             _verify(manifest, part)
         parts.append(part)
+    if sum(p.rows for p in parts) != data.get("total_rows"):
+        raise _bad(manifest, f"total_rows {data.get('total_rows')!r} is not the parts' sum")
     return parts
 
 
