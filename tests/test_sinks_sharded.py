@@ -111,6 +111,11 @@ def test_a_part_that_disagrees_with_the_manifest_is_named(tmp_path: Path) -> Non
     with pytest.raises(ManifestError) as missing:
         read_manifest(tmp_path / "out", verify=True)
     assert missing.value.reason == "missing_part" and missing.value.file == second
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    (tmp_path / "out" / MANIFEST).write_text(json.dumps({**manifest, "total_rows": 11}))
+    with pytest.raises(ManifestError) as bad:
+        read_manifest(tmp_path / "out")
+    assert bad.value.reason == "bad_manifest" and bad.value.file is None
     (tmp_path / "out" / MANIFEST).unlink()
     with pytest.raises(ManifestError) as none:
         read_manifest(tmp_path / "out")
@@ -125,6 +130,8 @@ def test_a_failure_before_the_manifest_leaves_the_previous_output(
     old = [{"v": f"old {i}"} for i in range(7)]
     write(out, fmt, old, 3)
     before = snapshot(out)
+    write(out, fmt, old, 3)  # the same rows again: the same parts, in place
+    assert snapshot(out) == before
     import mstudy.sinks.sharded as sharded
 
     real = os.replace
