@@ -183,6 +183,10 @@ def test_a_run_killed_before_the_manifest_leaves_the_previous_output(tmp_path: P
 def test_options_that_need_a_sharded_output_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rows_per_shard"):
         JSONLSink(tmp_path / "a.jsonl", workers=2)
+    with pytest.raises(ValueError, match="rows_per_shard"):
+        ParquetSink(tmp_path / "a.parquet", executor="process")
+    with pytest.raises(ValueError, match="executor must be"):
+        JSONLSink(tmp_path / "d", rows_per_shard=2, executor="ray")
     with pytest.raises(ValueError, match="append"):
         JSONLSink(tmp_path / "b", rows_per_shard=2, append=True)
     with pytest.raises(ValueError, match="rows_per_shard must be"):

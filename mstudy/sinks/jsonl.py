@@ -159,8 +159,8 @@ class JSONLSink(BaseSink):
         self._file: AtomicFile | None = None
         self._shards: ShardWriter | None = None
         if rows_per_shard is None:
-            if workers is not None:
-                raise ValueError("workers needs rows_per_shard (a sharded output)")
+            if workers is not None or executor != "thread":
+                raise ValueError("workers and executor need rows_per_shard (a sharded output)")
             self._file = AtomicFile(path, append=append, newline_terminated=True)
             self.path: Path = self._file.target
             return

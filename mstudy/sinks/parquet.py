@@ -370,8 +370,8 @@ class ParquetSink(BaseSink):
             )
             self.path: Path = self._shards.path
             return
-        if workers is not None:
-            raise ValueError("workers needs rows_per_shard (a sharded output)")
+        if workers is not None or executor != "thread":
+            raise ValueError("workers and executor need rows_per_shard (a sharded output)")
         self._file = AtomicFile(path)
         self.path = self._file.target
         self._buffer: list[dict[str, Any]] = []
