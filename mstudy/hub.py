@@ -194,14 +194,10 @@ def as_dataset(data: Data) -> datasets.Dataset:
     if isinstance(data, datasets.Dataset):
         return data
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.is_file():
-            raise SinkError(f"no such data file: {path}")
-        if path.suffix == ".parquet":
-            return datasets.Dataset.from_parquet(str(path))
-        if path.suffix != ".jsonl":
-            raise SinkError(f"{path}: expected a .jsonl or .parquet file")
-        data = _jsonl_rows(path)
+        read = _read_path(Path(data), datasets)
+        if isinstance(read, datasets.Dataset):
+            return read
+        data = read
     if isinstance(data, Mapping) or not isinstance(data, Iterable):
         raise SinkError(
             "expected a datasets.Dataset, rows or a .jsonl/.parquet path, "
@@ -210,6 +206,22 @@ def as_dataset(data: Data) -> datasets.Dataset:
     with DatasetSink() as sink:
         sink.write(data)  # the sink names a row that is not a mapping
     return sink.dataset
+
+
+def _read_path(path: Path, datasets: Any) -> datasets.Dataset | Iterable[Any]:
+    """A ``.parquet`` file as a dataset; a ``.jsonl`` file's rows; a sharded sink's folder's
+    rows, each part checked against its manifest."""
+    if path.is_dir():
+        from mstudy.sinks.sharded import read_sharded
+
+        return read_sharded(path)
+    if not path.is_file():
+        raise SinkError(f"no such data file: {path}")
+    if path.suffix == ".parquet":
+        return datasets.Dataset.from_parquet(str(path))
+    if path.suffix != ".jsonl":
+        raise SinkError(f"{path}: expected a .jsonl or .parquet file or a sharded output folder")
+    return _jsonl_rows(path)
 
 
 def provenance_summary(dataset: datasets.Dataset) -> dict[str, Any]:

@@ -237,6 +237,26 @@ def test_rows_and_files_give_the_same_dataset(tmp_path: Path) -> None:
         assert hub.as_dataset(data).to_list() == expected
 
 
+def test_a_sharded_output_publishes_the_rows_of_one_file(tmp_path: Path) -> None:
+    from mstudy.sinks import JSONLSink, ParquetSink
+
+    out = tmp_path / "out"
+    single = out / "rows.jsonl"
+    sharded = [
+        JSONLSink(out / "jsonl-parts", rows_per_shard=7),
+        ParquetSink(out / "parquet-parts", rows_per_shard=5),
+    ]
+    make_study(sinks=[single, *sharded]).run(str(FACTS))
+    expected = hub.as_dataset(single).to_list()
+    for folder in (out / "jsonl-parts", out / "parquet-parts"):
+        assert hub.as_dataset(folder).to_list() == expected
+    part = next((out / "parquet-parts").glob("part-*.parquet"))
+    part.write_bytes(part.read_bytes()[:-3])  # a part that no longer matches the manifest
+    with pytest.raises(mstudy.sinks.ManifestError) as caught:
+        hub.as_dataset(out / "parquet-parts")
+    assert caught.value.file == part
+
+
 def test_bad_data_is_named(tmp_path: Path) -> None:
     study = make_study()
     bad = tmp_path / "bad.jsonl"
