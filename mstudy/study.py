@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mstudy._engine.journaled import run_journaled
+from mstudy._engine.journaled import run_journaled, study_label
 from mstudy._engine.run import StudyRun
 from mstudy._engine.sinking import SinkSet, SinkSpec
 from mstudy.budget import Budget, Estimate, count_prompt_tokens
 from mstudy.cache import CallCache
-from mstudy.errors import ConfigError
+from mstudy.errors import ConfigError, FingerprintError
 from mstudy.fingerprints import fingerprint as component_fingerprint
 from mstudy.interfaces import (
     Discounted,
@@ -229,6 +229,14 @@ class Study:
             "limit": limit,
         }
 
+    def _label(self, limit: int | None) -> str | None:
+        """The sha256 of :meth:`fingerprint` for the sinks that record it; None when a
+        component's settings cannot be fingerprinted (only a journaled run needs them)."""
+        try:
+            return study_label(self.fingerprint(limit))
+        except FingerprintError:
+            return None
+
     def run(self, source: Source, *, limit: int | None = None, restart: bool = False) -> Report:
         """Run the study, writing accepted rows to the sinks and rejections to ``rejects``.
 
@@ -240,7 +248,8 @@ class Study:
             return run_journaled(self, source, limit=limit, restart=restart)
         run = self.stream(source, limit=limit)
         try:
-            with SinkSet.open(self.sink_specs, self.rejects_spec) as sinks:
+            label = self._label(limit)
+            with SinkSet.open(self.sink_specs, self.rejects_spec, study=label) as sinks:
                 for item in run:
                     sinks.add(item)
         except BaseException:

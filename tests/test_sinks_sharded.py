@@ -296,3 +296,23 @@ def test_rows_a_worker_process_cannot_receive_are_refused_by_shard(tmp_path: Pat
     assert isinstance(info.value.__cause__, Exception)
     sink.abort()
     assert not (tmp_path / "out" / MANIFEST).exists()
+
+
+def test_the_manifest_names_the_study_with_or_without_a_journal(tmp_path: Path) -> None:
+    import mstudy
+
+    rows = [{"id": f"r{i}", "text": f"Fact number {i} is here."} for i in range(5)]
+    labels = []
+    for journal in (None, tmp_path / "journal"):
+        out = tmp_path / ("journaled" if journal else "plain")
+        study = mstudy.Study(
+            mstudy.ScriptedTeacher(reply="Said again: {{ text }}"),
+            ["paraphrase"],
+            sinks=[mstudy.sinks.JSONLSink(out, rows_per_shard=2)],
+            journal=journal,
+            progress=False,
+        )
+        study.run(rows)
+        labels.append(json.loads((out / MANIFEST).read_text())["study"])
+    assert isinstance(labels[0], str) and len(labels[0]) == 64
+    assert labels[0] == labels[1]

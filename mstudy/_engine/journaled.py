@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mstudy._journal import Checkpoint, Journal
@@ -44,10 +44,9 @@ def _run(study: Study, source: Any, limit: int | None, journal: Journal) -> Repo
     assert journal.state is not None and journal.state.report is not None
     report = journal.state.report
     study.last_report = report
-    label = hashlib.sha256(
-        json.dumps(journal.fingerprint, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
-    with SinkSet.open(study.sink_specs, study.rejects_spec, study=label) as sinks:
+    with SinkSet.open(
+        study.sink_specs, study.rejects_spec, study=study_label(journal.fingerprint)
+    ) as sinks:
         for kind in ("accepted", "rejects"):
             for row in journal.rows(kind):
                 sinks.add_row(kind, row)
@@ -109,3 +108,9 @@ def _study(
     finally:
         journal.close_spools()
     return stopped
+
+
+def study_label(fingerprint: Mapping[str, Any]) -> str:
+    """The sha256 of a study's fingerprint, as the sinks that record it (a manifest) get it."""
+    text = json.dumps(fingerprint, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
