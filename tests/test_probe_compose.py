@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mstudy.probes.compose import (
     COMPOSE_DEFAULTS,
@@ -119,6 +122,51 @@ def test_generated_world_shape() -> None:
     assert world.is_true_composed(q, world.composed_statement(q))
     assert not world.is_true_composed(q, f"{q.middle} lives in {q.answer}.")
     assert generate_compose_world(10, seed=3).to_dict() == world.to_dict()
+
+
+@settings(max_examples=40, deadline=None)
+@given(people=st.integers(min_value=4, max_value=90), seed=st.integers(0, 10_000))
+def test_held_out_answers_cannot_be_had_without_composing(people: int, seed: int) -> None:
+    """The atomic-only baseline is near chance only if nothing but composing gives the
+    held-out answers: no held-out first hop or middle entity in the format half (else a
+    student learns "A's mentor" from the format half), no answer equal to the subject's own
+    place, no place much commoner than another."""
+    world = generate_compose_world(people, seed=seed)
+    held, fmt = world.held_out, world.format_questions
+    assert {q.subject for q in held}.isdisjoint(q.subject for q in fmt)
+    assert {q.middle for q in held}.isdisjoint(q.middle for q in fmt)
+    own = {(f.subject, f.relation): f.object for f in world.facts}
+    for q in held:
+        second = world.compositions[q.composition].second
+        assert own[(q.subject, second)] != q.answer
+    for relation in ("lives_in", "works_for"):
+        uses = Counter(f.object for f in world.facts if f.relation == relation)
+        assert max(uses.values()) - min(uses.values()) <= 1
+    for name in world.compositions:  # half of each composition held out
+        mine = [q for q in world.questions if q.composition == name]
+        assert sum(q.held_out for q in mine) == len(mine) // 2
+    shortcuts = world.shortcuts()
+    assert shortcuts["own_fact"] == shortcuts["shared_first_hop"] == 0
+    assert world.chance() <= 1 / 3
+
+
+def test_questions_sharing_a_middle_entity_are_held_out_together(tmp_path: Path) -> None:
+    """Two students with one advisor: both questions on the same side of the split, whatever
+    the seed; a world where every question shares one middle entity cannot be split."""
+    facts = _own_facts()
+    facts.append({"subject": "Ann Vel9", "relation": "advisor", "object": "Prof Kor0"})
+    folder = _write_world(tmp_path / "shared", _own_spec(), facts)
+    for seed in range(8):
+        world = load_compose_world(folder, seed=seed)
+        side = {q.subject: q.held_out for q in world.questions}
+        assert side["Ann Vel9"] == side["Ann Vel0"]
+        assert 1 <= len(world.held_out) <= 3
+    one = [
+        {"subject": f"Ann Vel{i}", "relation": "advisor", "object": "Prof Kor"} for i in range(4)
+    ]
+    one.append({"subject": "Prof Kor", "relation": "office", "object": "Hall Ub"})
+    with pytest.raises(WorldError, match="none can be held out"):
+        load_compose_world(_write_world(tmp_path / "one", _own_spec(), one))
 
 
 def _write_world(folder: Path, spec: dict[str, Any], facts: list[dict[str, Any]]) -> Path:
