@@ -29,6 +29,7 @@ from mstudy.probes.compose_studying import study_compose
 from mstudy.probes.compose_world import ComposeWorld, TwoHop
 from mstudy.probes.errors import LeakError, WorldError
 from mstudy.probes.student import StudentConfig
+from mstudy.probes.world import Fact
 from mstudy.records import Request
 from mstudy.teachers.scripted import ScriptedTeacher
 
@@ -316,6 +317,56 @@ def test_study_keeps_only_verified_chains_and_subject_first_statements() -> None
     # the rule texts cover every question, the control as many facts as statements
     assert len(study.rule_chains) == len(study.rule_connected) == len(world.questions)
     assert len(study.paraphrases) == len(study.connected)
+
+
+def test_connect_keeps_only_role_keeping_statements_and_grades_all_in_three_parts() -> None:
+    """A teacher whose statements drop the first hop (false), restate the second fact
+    (undecided: true but nothing composed), or name a wrong mentor (false): link_check keeps
+    only the composed ones, asks again for the rest, and every statement written is graded."""
+    world = generate_compose_world(12, seed=4)
+    questions = {q.id: q for q in world.questions}
+    index = {q.id: i for i, q in enumerate(world.questions)}
+    people = [f.subject for f in world.facts if f.relation == "mentor"]
+    by_text = {world.statement(f): f for f in world.facts}
+    prompts: list[str] = []
+
+    def reply(request: Request) -> str:
+        if request.strategy == "paraphrase":
+            return world.paraphrase_statement(by_text[str(request.variables["text"])])
+        q = questions[request.source_id]
+        if request.strategy == "cot":
+            return world.rule_chain(q)
+        prompts.append("\n".join(m.content for m in request.messages))
+        second = q.paths[0][1]
+        kind = index[q.id] % 4
+        if kind == 0:
+            return world.composed_statement(q)
+        if kind == 1:  # the subject's own place: the first hop dropped
+            own = world.statement(Fact("x", q.subject, second.relation, q.answer))
+            return own[:-1] + ", as everyone knows."
+        if kind == 2:  # "A's mentor B lives in C.": the second fact restated
+            return f"{q.subject}'s mentor {world.statement(second)}"
+        other = next(p for p in people if p not in (q.subject, q.middle))
+        return world.composed_statement(q).replace(q.middle, other)
+
+    study = study_compose(world, ScriptedTeacher(reply), samples=2)
+    kind = {q.id: i % 4 for i, q in enumerate(world.questions)}
+    assert set(study.connected) == {q for q, k in kind.items() if k == 0}
+    stats = study.stats["connect"]
+    assert stats["rounds"] == 3  # samples + one more round for the rejected ones
+    assert stats["selected"] == {"true": stats["accepted"], "false": 0, "undecided": 0}
+    n = {k: sum(v == k for v in kind.values()) for k in range(4)}
+    assert stats["all_written"] == {"true": n[0], "false": 3 * (n[1] + n[3]), "undecided": 3 * n[2]}
+    reasons = " ".join(stats["rejections"])
+    for why in ("first hop dropped", "restates the second fact", "adds a name"):
+        assert why in reasons
+    rejected = [r for r in study.rows if r["kind"] == "connect rejected"]
+    assert {r["verdict"] for r in rejected} == {"false", "undecided"}
+    # the few-shot examples are the world's own wording, with names the world does not have
+    assert "; that mentor is" in prompts[0]  # the composition's own composed form
+    shots = prompts[0].split("Fact: ")[1:-1]
+    entities = [e.casefold() for e in world.entity_types]
+    assert shots and not any(e in shot.casefold() for shot in shots for e in entities)
 
 
 def test_leak_check_drops_or_stops() -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "TwoHop",
     "chain_text",
     "check_compose_world",
+    "fill3",
 ]
 
 
@@ -142,7 +143,8 @@ def _check_template(
         raise WorldError(f"{at}: must name the subject before the object, got {template!r}")
 
 
-def _fill3(template: str, subject: str, middle: str, obj: str) -> str:
+def fill3(template: str, subject: str, middle: str, obj: str) -> str:
+    """``template`` with ``{subject}``, ``{middle}`` and ``{object}`` filled."""
     return fill(template.replace("{middle}", middle), subject, obj)
 
 
@@ -344,7 +346,7 @@ class ComposeWorld:
 
     def composed_statement(self, q: TwoHop) -> str:
         """The perfect composed statement of the question's first path."""
-        return _fill3(self.compositions[q.composition].composed, q.subject, q.middle, q.answer)
+        return fill3(self.compositions[q.composition].composed, q.subject, q.middle, q.answer)
 
     def facts_text(self, q: TwoHop) -> str:
         """The question's supporting facts (first path), as the teacher is shown them."""
@@ -363,6 +365,28 @@ class ComposeWorld:
                 if pattern.fullmatch(got) is not None:
                     return True
         return False
+
+    def composed_verdict(self, q: TwoHop, text: str) -> str:
+        """``"true"`` (one of the composition's forms, :meth:`is_true_composed`), ``"false"``
+        (the world contradicts it: it names an entity outside the question's chain, e.g.
+        another city or another mentor, says the subject's own fact of the second relation
+        holds the answer, or states the first relation the other way round) or
+        ``"undecided"`` (neither: a true-looking wording the world does not list)."""
+        if self.is_true_composed(q, text):
+            return "true"
+        got = f" {canonical(text)} "
+        composition = self.compositions[q.composition]
+        chain = {q.subject, *q.answers, *(first.object for first, _ in q.paths)}
+        for entity in self.entity_types:
+            if entity not in chain and f" {canonical(entity)} " in got:
+                return "false"
+        first, second = self.relations[composition.first], self.relations[composition.second]
+        own = {f.object for f in self.facts if f.subject == q.subject and f.relation == second.name}
+        claims = [fill(second.forward, q.subject, a) for a in q.answers if a not in own]
+        claims += [fill(first.forward, m.object, q.subject) for m, _ in q.paths]
+        if any(f" {canonical(c)} " in got for c in claims):
+            return "false"
+        return "undecided"
 
     def anchor(self, entity: str, kind: str) -> str:
         template = self.anchors.get(kind)
