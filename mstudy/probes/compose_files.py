@@ -12,14 +12,13 @@ import random
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from mstudy.probes.common import invented_name, read_facts, read_spec
 from mstudy.probes.compose_world import ComposeRelation, ComposeWorld, Composition
 from mstudy.probes.errors import WorldError
 from mstudy.probes.templates import words
-from mstudy.probes.world import Fact, Relation
-from mstudy.probes.world_files import _read_facts, _read_spec
-from mstudy.probes.world_generator import _name
+from mstudy.probes.world import Fact
 
 __all__ = [
     "BUILTIN_COMPOSE",
@@ -83,7 +82,7 @@ def load_compose_spec(path: str | Path) -> Spec:
         composed = "{subject}'s mentor {middle} lives in {object}."
     """
     path = Path(path)
-    data = _read_spec(path)
+    data = read_spec(path)
     if not isinstance(data, Mapping):
         raise WorldError(f"{path}: the spec must be a table with 'relations' and 'compositions'")
     unknown = sorted(set(data) - {"relations", "compositions", "anchors"})
@@ -143,8 +142,7 @@ def load_compose_world(folder: str | Path, *, seed: int = 0) -> ComposeWorld:
         raise WorldError(f"{root}: needs relations.toml or relations.json")
     relations, compositions, anchors = load_compose_spec(found[0])
     facts_path = root / "facts.jsonl"
-    # _read_facts only asks whether a relation name is defined
-    parsed = _read_facts(facts_path, cast(Mapping[str, Relation], relations))
+    parsed = read_facts(facts_path, relations)
     for fact, scored in parsed:
         if scored is not None:
             raise WorldError(
@@ -185,7 +183,7 @@ def generate_compose_world(people: int = 40, *, seed: int = 0) -> ComposeWorld:
 
     def fresh() -> str:
         while True:
-            name = _name(rng)
+            name = invented_name(rng)
             folded = name.casefold()
             if folded in reserved or any(folded in u or u in folded for u in used):
                 continue
