@@ -57,14 +57,19 @@ def test_two_hops_are_learnt_only_from_chains_or_composed_statements(
     control = _held(rules_result, "teacher_paraphrases")
     # the student learnt the facts' format questions...
     assert min(rules_result.condition("atomic").format) >= 0.8
-    # ...but cannot compose two facts it was told separately: near chance
-    assert atomic <= rules_result.chance + 0.2
-    # writing the chain, or being told the composition, fixes it
-    assert chains >= atomic + 0.35
+    # ...but cannot compose two facts it was told separately: near chance (the split keeps
+    # every held-out first hop out of the format half, and no held-out answer is the
+    # subject's own place, so nothing but composing gives it)
+    assert rules_result.world["shortcuts"]["shared_first_hop"] == 0
+    assert rules_result.world["shortcuts"]["own_fact"] == 0
+    assert atomic <= rules_result.chance + 0.1
+    # being told the composition fixes it; writing the chain helps (less than when the
+    # format half held the other composition's chain of the same subject: its first hop)
     assert connect >= atomic + 0.35
+    assert chains > atomic
     # the same number of extra texts that compose nothing does not
     assert control <= atomic + 0.1
-    assert control <= rules_result.chance + 0.2
+    assert control <= rules_result.chance + 0.1
     ceiling = rules_result.condition("rule_connect")
     assert rules_result.condition("teacher_paraphrases").extra_texts == ceiling.extra_texts
     # with the rules teacher the teacher conditions are the ceilings: trained once
