@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mstudy.probes.compose import (
     COMPOSE_DEFAULTS,
@@ -26,6 +29,7 @@ from mstudy.probes.compose_studying import study_compose
 from mstudy.probes.compose_world import ComposeWorld, TwoHop
 from mstudy.probes.errors import LeakError, WorldError
 from mstudy.probes.student import StudentConfig
+from mstudy.probes.world import Fact
 from mstudy.records import Request
 from mstudy.teachers.scripted import ScriptedTeacher
 
@@ -53,14 +57,19 @@ def test_two_hops_are_learnt_only_from_chains_or_composed_statements(
     control = _held(rules_result, "teacher_paraphrases")
     # the student learnt the facts' format questions...
     assert min(rules_result.condition("atomic").format) >= 0.8
-    # ...but cannot compose two facts it was told separately: near chance
-    assert atomic <= rules_result.chance + 0.2
-    # writing the chain, or being told the composition, fixes it
-    assert chains >= atomic + 0.35
+    # ...but cannot compose two facts it was told separately: near chance (the split keeps
+    # every held-out first hop out of the format half, and no held-out answer is the
+    # subject's own place, so nothing but composing gives it)
+    assert rules_result.world["shortcuts"]["shared_first_hop"] == 0
+    assert rules_result.world["shortcuts"]["own_fact"] == 0
+    assert atomic <= rules_result.chance + 0.1
+    # being told the composition fixes it; writing the chain helps (less than when the
+    # format half held the other composition's chain of the same subject: its first hop)
     assert connect >= atomic + 0.35
+    assert chains > atomic
     # the same number of extra texts that compose nothing does not
     assert control <= atomic + 0.1
-    assert control <= rules_result.chance + 0.2
+    assert control <= rules_result.chance + 0.1
     ceiling = rules_result.condition("rule_connect")
     assert rules_result.condition("teacher_paraphrases").extra_texts == ceiling.extra_texts
     # with the rules teacher the teacher conditions are the ceilings: trained once
@@ -119,6 +128,51 @@ def test_generated_world_shape() -> None:
     assert world.is_true_composed(q, world.composed_statement(q))
     assert not world.is_true_composed(q, f"{q.middle} lives in {q.answer}.")
     assert generate_compose_world(10, seed=3).to_dict() == world.to_dict()
+
+
+@settings(max_examples=40, deadline=None)
+@given(people=st.integers(min_value=4, max_value=90), seed=st.integers(0, 10_000))
+def test_held_out_answers_cannot_be_had_without_composing(people: int, seed: int) -> None:
+    """The atomic-only baseline is near chance only if nothing but composing gives the
+    held-out answers: no held-out first hop or middle entity in the format half (else a
+    student learns "A's mentor" from the format half), no answer equal to the subject's own
+    place, no place much commoner than another."""
+    world = generate_compose_world(people, seed=seed)
+    held, fmt = world.held_out, world.format_questions
+    assert {q.subject for q in held}.isdisjoint(q.subject for q in fmt)
+    assert {q.middle for q in held}.isdisjoint(q.middle for q in fmt)
+    own = {(f.subject, f.relation): f.object for f in world.facts}
+    for q in held:
+        second = world.compositions[q.composition].second
+        assert own[(q.subject, second)] != q.answer
+    for relation in ("lives_in", "works_for"):
+        uses = Counter(f.object for f in world.facts if f.relation == relation)
+        assert max(uses.values()) - min(uses.values()) <= 1
+    for name in world.compositions:  # half of each composition held out
+        mine = [q for q in world.questions if q.composition == name]
+        assert sum(q.held_out for q in mine) == len(mine) // 2
+    shortcuts = world.shortcuts()
+    assert shortcuts["own_fact"] == shortcuts["shared_first_hop"] == 0
+    assert world.chance() <= 1 / 3
+
+
+def test_questions_sharing_a_middle_entity_are_held_out_together(tmp_path: Path) -> None:
+    """Two students with one advisor: both questions on the same side of the split, whatever
+    the seed; a world where every question shares one middle entity cannot be split."""
+    facts = _own_facts()
+    facts.append({"subject": "Ann Vel9", "relation": "advisor", "object": "Prof Kor0"})
+    folder = _write_world(tmp_path / "shared", _own_spec(), facts)
+    for seed in range(8):
+        world = load_compose_world(folder, seed=seed)
+        side = {q.subject: q.held_out for q in world.questions}
+        assert side["Ann Vel9"] == side["Ann Vel0"]
+        assert 1 <= len(world.held_out) <= 3
+    one = [
+        {"subject": f"Ann Vel{i}", "relation": "advisor", "object": "Prof Kor"} for i in range(4)
+    ]
+    one.append({"subject": "Prof Kor", "relation": "office", "object": "Hall Ub"})
+    with pytest.raises(WorldError, match="none can be held out"):
+        load_compose_world(_write_world(tmp_path / "one", _own_spec(), one))
 
 
 def _write_world(folder: Path, spec: dict[str, Any], facts: list[dict[str, Any]]) -> Path:
@@ -268,6 +322,56 @@ def test_study_keeps_only_verified_chains_and_subject_first_statements() -> None
     # the rule texts cover every question, the control as many facts as statements
     assert len(study.rule_chains) == len(study.rule_connected) == len(world.questions)
     assert len(study.paraphrases) == len(study.connected)
+
+
+def test_connect_keeps_only_role_keeping_statements_and_grades_all_in_three_parts() -> None:
+    """A teacher whose statements drop the first hop (false), restate the second fact
+    (undecided: true but nothing composed), or name a wrong mentor (false): link_check keeps
+    only the composed ones, asks again for the rest, and every statement written is graded."""
+    world = generate_compose_world(12, seed=4)
+    questions = {q.id: q for q in world.questions}
+    index = {q.id: i for i, q in enumerate(world.questions)}
+    people = [f.subject for f in world.facts if f.relation == "mentor"]
+    by_text = {world.statement(f): f for f in world.facts}
+    prompts: list[str] = []
+
+    def reply(request: Request) -> str:
+        if request.strategy == "paraphrase":
+            return world.paraphrase_statement(by_text[str(request.variables["text"])])
+        q = questions[request.source_id]
+        if request.strategy == "cot":
+            return world.rule_chain(q)
+        prompts.append("\n".join(m.content for m in request.messages))
+        second = q.paths[0][1]
+        kind = index[q.id] % 4
+        if kind == 0:
+            return world.composed_statement(q)
+        if kind == 1:  # the subject's own place: the first hop dropped
+            own = world.statement(Fact("x", q.subject, second.relation, q.answer))
+            return own[:-1] + ", as everyone knows."
+        if kind == 2:  # "A's mentor B lives in C.": the second fact restated
+            return f"{q.subject}'s mentor {world.statement(second)}"
+        other = next(p for p in people if p not in (q.subject, q.middle))
+        return world.composed_statement(q).replace(q.middle, other)
+
+    study = study_compose(world, ScriptedTeacher(reply), samples=2)
+    kind = {q.id: i % 4 for i, q in enumerate(world.questions)}
+    assert set(study.connected) == {q for q, k in kind.items() if k == 0}
+    stats = study.stats["connect"]
+    assert stats["rounds"] == 3  # samples + one more round for the rejected ones
+    assert stats["selected"] == {"true": stats["accepted"], "false": 0, "undecided": 0}
+    n = {k: sum(v == k for v in kind.values()) for k in range(4)}
+    assert stats["all_written"] == {"true": n[0], "false": 3 * (n[1] + n[3]), "undecided": 3 * n[2]}
+    reasons = " ".join(stats["rejections"])
+    for why in ("first hop dropped", "restates the second fact", "adds a name"):
+        assert why in reasons
+    rejected = [r for r in study.rows if r["kind"] == "connect rejected"]
+    assert {r["verdict"] for r in rejected} == {"false", "undecided"}
+    # the few-shot examples are the world's own wording, with names the world does not have
+    assert "; that mentor is" in prompts[0]  # the composition's own composed form
+    shots = prompts[0].split("Fact: ")[1:-1]
+    entities = [e.casefold() for e in world.entity_types]
+    assert shots and not any(e in shot.casefold() for shot in shots for e in entities)
 
 
 def test_leak_check_drops_or_stops() -> None:

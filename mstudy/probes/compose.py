@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mstudy.interfaces import Teacher
+from mstudy.probes.common import environment
 from mstudy.probes.compose_chart import render_compose_chart
 from mstudy.probes.compose_data import COMPOSE_CONDITIONS, build_compose_data
 from mstudy.probes.compose_files import generate_compose_world, load_compose_world
@@ -32,7 +33,6 @@ from mstudy.probes.compose_studying import study_compose
 from mstudy.probes.compose_world import ComposeWorld
 from mstudy.probes.errors import ProbeError
 from mstudy.probes.progress import Times, timer
-from mstudy.probes.reversal import _environment
 from mstudy.probes.student import StudentConfig
 from mstudy.probes.training import default_workers, train_students
 from mstudy.strategies.cot import extract_final_answer
@@ -141,6 +141,7 @@ def run_compose_probe(
             "entities": len(world.entity_types),
             "source": world.where,
             "seed": world_seed,
+            "shortcuts": world.shortcuts(),
         },
         settings={
             "seeds": seeds,
@@ -156,7 +157,7 @@ def run_compose_probe(
         teacher_stats=stats,
         leak_check=data.leak_check,
         times={k: {t: round(x, 2) for t, x in v.items()} for k, v in times.items()},
-        environment=_environment(),
+        environment=environment(),
         rows=study.rows,
         world_data=world.to_dict(),
         training_data={"base": data.base, "extra": data.extra, "prompts": data.prompts},

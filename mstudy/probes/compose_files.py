@@ -12,14 +12,13 @@ import random
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from mstudy.probes.common import invented_name, read_facts, read_spec
 from mstudy.probes.compose_world import ComposeRelation, ComposeWorld, Composition
 from mstudy.probes.errors import WorldError
 from mstudy.probes.templates import words
-from mstudy.probes.world import Fact, Relation
-from mstudy.probes.world_files import _read_facts, _read_spec
-from mstudy.probes.world_generator import _name
+from mstudy.probes.world import Fact
 
 __all__ = [
     "BUILTIN_COMPOSE",
@@ -83,7 +82,7 @@ def load_compose_spec(path: str | Path) -> Spec:
         composed = "{subject}'s mentor {middle} lives in {object}."
     """
     path = Path(path)
-    data = _read_spec(path)
+    data = read_spec(path)
     if not isinstance(data, Mapping):
         raise WorldError(f"{path}: the spec must be a table with 'relations' and 'compositions'")
     unknown = sorted(set(data) - {"relations", "compositions", "anchors"})
@@ -143,8 +142,7 @@ def load_compose_world(folder: str | Path, *, seed: int = 0) -> ComposeWorld:
         raise WorldError(f"{root}: needs relations.toml or relations.json")
     relations, compositions, anchors = load_compose_spec(found[0])
     facts_path = root / "facts.jsonl"
-    # _read_facts only asks whether a relation name is defined
-    parsed = _read_facts(facts_path, cast(Mapping[str, Relation], relations))
+    parsed = read_facts(facts_path, relations)
     for fact, scored in parsed:
         if scored is not None:
             raise WorldError(
@@ -161,8 +159,13 @@ def generate_compose_world(people: int = 40, *, seed: int = 0) -> ComposeWorld:
 
     Each person has one mentor (the people form one seeded cycle, so everyone mentors exactly
     one other person and no two people mentor each other), lives in one city and works for one
-    company (``people * 3 // 4`` of each, invented too, drawn at random): so every person is a
-    subject three times and a middle once, and there are ``2 * people`` two-hop questions.
+    company (``max(3, people * 3 // 4)`` of each, invented too): so every person is a subject
+    three times and a middle once, and there are ``2 * people`` two-hop questions.
+
+    Places are dealt out evenly (each city has ``people // cities`` or one more residents, in
+    a seeded order, so no answer is much commoner than another) and no one lives in their
+    mentor's city or works for their mentor's company: a student that answers a two-hop
+    question with the subject's own city is wrong, not lucky.
     """
     if people < 4:
         raise WorldError(f"people must be at least 4, got {people}")
@@ -180,7 +183,7 @@ def generate_compose_world(people: int = 40, *, seed: int = 0) -> ComposeWorld:
 
     def fresh() -> str:
         while True:
-            name = _name(rng)
+            name = invented_name(rng)
             folded = name.casefold()
             if folded in reserved or any(folded in u or u in folded for u in used):
                 continue
@@ -188,17 +191,42 @@ def generate_compose_world(people: int = 40, *, seed: int = 0) -> ComposeWorld:
             return name
 
     persons = [fresh() for _ in range(people)]
-    pool = max(2, people * 3 // 4)
+    pool = max(3, people * 3 // 4)
     cities = [fresh() for _ in range(pool)]
     companies = [fresh() for _ in range(pool)]
     order = persons[:]
     rng.shuffle(order)
     mentor = {order[i]: order[(i + 1) % people] for i in range(people)}
+    city = _deal(cities, order, rng)
+    company = _deal(companies, order, rng)
     facts: list[Fact] = []
     for person in persons:
         facts.append(Fact(f"f{len(facts):05d}", person, "mentor", mentor[person]))
-        facts.append(Fact(f"f{len(facts):05d}", person, "lives_in", rng.choice(cities)))
-        facts.append(Fact(f"f{len(facts):05d}", person, "works_for", rng.choice(companies)))
+        facts.append(Fact(f"f{len(facts):05d}", person, "lives_in", city[person]))
+        facts.append(Fact(f"f{len(facts):05d}", person, "works_for", company[person]))
     return ComposeWorld(
         relations, compositions, facts, anchors, where="generated compose world", seed=seed
     )
+
+
+def _deal(places: Sequence[str], cycle: Sequence[str], rng: random.Random) -> dict[str, str]:
+    """Person -> place, each place used ``len(cycle) // len(places)`` times or once more, and
+    no two neighbours of the mentor ``cycle`` (a person and their mentor) in the same place."""
+    dealt = [places[i % len(places)] for i in range(len(cycle))]
+    rng.shuffle(dealt)
+    n = len(dealt)
+
+    def clash(i: int) -> bool:
+        return dealt[i] in (dealt[(i - 1) % n], dealt[(i + 1) % n])
+
+    for _ in range(100 * n):
+        bad = [i for i in range(n) if clash(i)]
+        if not bad:
+            break
+        i, j = rng.choice(bad), rng.randrange(n)
+        dealt[i], dealt[j] = dealt[j], dealt[i]
+        if clash(i) or clash(j):  # keep a swap only when it mends both places
+            dealt[i], dealt[j] = dealt[j], dealt[i]
+    else:  # pragma: no cover - three or more places always separate within the budget
+        raise WorldError("could not deal places so that no one shares their mentor's")
+    return dict(zip(cycle, dealt, strict=True))

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mstudy.probes.common import mean as _mean
+from mstudy.probes.common import seed_range as _fmt
+from mstudy.probes.common import seed_stats as _stats
 from mstudy.probes.progress import Times
 
 __all__ = ["CEILINGS", "ComposeCondition", "ComposeResult"]
 
 #: Teacher condition -> its rule ceiling.
 CEILINGS = {"teacher_chains": "rule_chains", "teacher_connect": "rule_connect"}
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    if not values:
-        return {"per_seed": [], "mean": None, "min": None, "max": None}
-    return {"per_seed": list(values), "mean": _mean(values), "min": min(values), "max": max(values)}
 
 
 @dataclass
@@ -123,6 +115,12 @@ class ComposeResult:
             )
         lines.append(f"| chance (1 / entities of the answer's type) | | | {self.chance:.1%} | |")
         w, t, leak = self.world, self.teacher_stats, self.leak_check
+        cut = w.get("shortcuts")
+        if cut:
+            lines.append(
+                "| always the format half's commonest answer | | | "
+                f"{cut['format_constant']:.1%} | |"
+            )
         ch, co, pa = t["chains"], t["connect"], t["paraphrases"]
         shares = ", ".join(
             f"{name.replace('teacher_', '')} {share:.0%} of its ceiling"
@@ -137,7 +135,8 @@ class ComposeResult:
             "answer of a written chain) on the held-out questions; mean [min-max] over seeds.",
             f"Teacher {self.teacher}: chains {ch['accepted']}/{ch['questions']} format questions "
             f"(verified; {ch['restate_both_facts']} restate both facts), composed statements "
-            f"{co['accepted']}/{co['questions']} ({co['true']} true by the world's forms), "
+            f"{co['accepted']}/{co['questions']} ({_parts(co.get('selected'), co['true'])}; of all "
+            f"{_total(co.get('all_written'))} it wrote: {_parts(co.get('all_written'), None)}), "
             f"paraphrases {pa['accepted']}/{pa['wanted']} "
             f"({self.settings['paraphrases_from_rules']} filled by rule); "
             f"{ch['requests'] + co['requests'] + pa['requests']} requests."
@@ -145,6 +144,14 @@ class ComposeResult:
             "Time (wall, with this process's CPU time in brackets): "
             + ", ".join(f"{k} {v['wall']:.1f}s [{v['cpu']:.1f}s]" for k, v in self.times.items())
             + f"; total {self.total_seconds:.0f}s.",
+            (
+                f"Without composing: the held-out half's own commonest answer (an oracle) gets "
+                f"{cut['constant']:.1%}; {cut['own_fact']} held-out answers are the subject's "
+                f"own one-hop fact, {cut['shared_first_hop']} held-out first hops are in the "
+                "format half."
+                if cut
+                else None
+            ),
             f"Leak check: {leak['questions']} held-out questions and their {leak['chains']} rule "
             f"chains, none in the {leak['training_texts']} distinct training texts"
             + (
@@ -153,15 +160,18 @@ class ComposeResult:
                 else "."
             ),
         ]
-        return "\n".join(lines + notes)
+        return "\n".join(lines + [n for n in notes if n is not None])
 
     def __str__(self) -> str:
         return self.table()
 
 
-def _fmt(values: Sequence[float]) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.1%}"
-    return f"{_mean(values):.1%} [{min(values):.0%}-{max(values):.0%}]"
+def _total(parts: dict[str, int] | None) -> int:
+    return sum(parts.values()) if parts else 0
+
+
+def _parts(parts: dict[str, int] | None, true: int | None) -> str:
+    """``"12 true, 1 false, 3 undecided"`` (or ``"12 true"`` from an old report)."""
+    if not parts:
+        return f"{true} true" if true is not None else "none"
+    return ", ".join(f"{parts.get(k, 0)} {k}" for k in ("true", "false", "undecided"))

@@ -8,8 +8,14 @@ what has no accepted text yet, at a higher temperature):
 * ``cot`` for the format questions: the record is the question with its two supporting facts
   and the gold answer; kept when the library's ``answer_check`` finds the right final answer
   and the chain names the middle entity before the answer (the bridge check);
-* ``connect`` for every question: the first fact linked to the fact about its object; kept
-  when the statement names the subject first and the answer after it;
+* ``connect`` for every question: the first fact linked to the fact about its object, with
+  few-shot examples built from the world's own templates and invented names; kept when the
+  library's ``link_check`` reads it as a role-keeping composition of its *own* two facts (the
+  first hop at the subject, neither relation swapped nor dropped, the second fact not merely
+  restated, no invented name) and it names the subject first and the answer after it; one
+  more round than ``samples`` resamples the ones that fail. Every statement the teacher
+  wrote, kept or not, is then graded by the world in three parts: true (a composed form),
+  false (the world contradicts it), undecided;
 * ``paraphrase`` of as many atomic facts as there are composed statements (the data-size
   control), subject first, checked by ``paraphrase_check``; a fact the teacher could not
   paraphrase gets its rule paraphrase.
@@ -26,8 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mstudy.filters import ExactDedup, LengthFilter
+from mstudy.filters.links import LinkCheck
 from mstudy.interfaces import Teacher
-from mstudy.probes.compose_prompts import chain_question, probe_chain, probe_connect
+from mstudy.probes.compose_prompts import (
+    chain_question,
+    connect_examples,
+    probe_chain,
+    probe_connect,
+)
 from mstudy.probes.compose_rules import compose_rules_teacher
 from mstudy.probes.compose_world import ComposeWorld, TwoHop
 from mstudy.probes.errors import ProbeError
@@ -40,7 +52,10 @@ from mstudy.probes.world import Fact
 from mstudy.records import Example, Rejection
 from mstudy.study import Study
 
-__all__ = ["ComposeStudy", "control_facts", "study_compose"]
+__all__ = ["CONNECT_EXTRA_ROUNDS", "ComposeStudy", "control_facts", "study_compose"]
+
+CONNECT_EXTRA_ROUNDS = 1
+"""Connect rounds beyond ``samples``: a statement ``link_check`` rejects is asked again."""
 
 
 @dataclass
@@ -102,7 +117,17 @@ def _chain_filters(questions: Sequence[TwoHop]) -> list[Any]:
 
 
 def _connect_records(world: ComposeWorld, questions: Sequence[TwoHop]) -> list[dict[str, Any]]:
-    return [{"id": q.id, "text": world.statement(q.paths[0][0])} for q in questions]
+    return [
+        {
+            "id": q.id,
+            "text": world.statement(q.paths[0][0]),
+            "subject": q.subject,
+            "middle": q.middle,
+            "object": q.answer,
+            "composition": q.composition,
+        }
+        for q in questions
+    ]
 
 
 def _links(world: ComposeWorld, questions: Sequence[TwoHop]) -> dict[str, list[tuple[str, str]]]:
@@ -111,6 +136,7 @@ def _links(world: ComposeWorld, questions: Sequence[TwoHop]) -> dict[str, list[t
 
 def _connect_filters(questions: Sequence[TwoHop]) -> list[Any]:
     return [
+        LinkCheck(),
         SubjectFirstFilter({q.id: (q.subject, q.answer) for q in questions}, strategy="connect"),
         ExactDedup(),
         LengthFilter(min_words=4, max_words=40),
@@ -162,6 +188,7 @@ def _rounds(
     accepted: dict[str, tuple[str, int]] = {}
     reasons: dict[str, int] = {}
     requests = used = 0
+    written: list[tuple[str, str, str | None]] = []  # (record id, text, why rejected)
     for round_ in range(rounds):
         todo = [r for r in records if r["id"] not in accepted]
         if not todo:
@@ -174,7 +201,14 @@ def _rounds(
         _count(reasons, rejected)
         for ex in examples:
             accepted.setdefault(ex.source_id, (ex.text, round_))
-    return accepted, {"requests": requests, "rounds": used, "rejections": reasons}
+            written.append((ex.source_id, ex.text, None))
+        for r in rejected:
+            row = r.row or {}
+            text = row.get("text", row.get("reply"))  # a filter's row, or a parse reply
+            if isinstance(text, str) and text.strip():
+                written.append((r.source_id, text, f"{r.stage}: {r.reason}"))
+    stats = {"requests": requests, "rounds": used, "rejections": reasons, "written": written}
+    return accepted, stats
 
 
 def _rule_texts(
@@ -218,6 +252,7 @@ def study_compose(
     format questions, composed statements for all, and the paraphrase control."""
     times: Times = {}
     fmt, every = world.format_questions, world.questions
+    shots = connect_examples(world)
     with timer(times, "rule texts"):
         rule_chains = _rule_texts(
             world, "chain", probe_chain, _chain_records(world, every), _chain_filters(every)
@@ -226,7 +261,7 @@ def study_compose(
         rule_connected = _rule_texts(
             world,
             "composed statement",
-            lambda **kw: probe_connect(links, **kw),
+            lambda **kw: probe_connect(links, shots=shots, **kw),
             _connect_records(world, every),
             _connect_filters(every),
         )
@@ -257,10 +292,10 @@ def study_compose(
             connected, connect_stats = _rounds(
                 "connect",
                 model,
-                lambda **kw: probe_connect(links, **kw),
+                lambda **kw: probe_connect(links, shots=shots, **kw),
                 _connect_records(world, every),
                 _connect_filters(every),
-                rounds=samples,
+                rounds=samples + CONNECT_EXTRA_ROUNDS,
                 seed=seed,
                 progress=progress,
             )
@@ -297,17 +332,42 @@ def study_compose(
             }
         )
     for qid, (text, round_) in connected.items():
+        verdict = world.composed_verdict(questions[qid], text)
         rows.append(
             {
                 "kind": "connect",
                 "question": qid,
                 "text": text,
                 "round": round_,
-                "true": world.is_true_composed(questions[qid], text),
+                "verdict": verdict,
+                "true": verdict == "true",
             }
         )
+    written = connect_stats.pop("written", None)
+    if written is None:  # the rules teacher: its statements are the accepted ones
+        written = [(qid, text, None) for qid, (text, _) in connected.items()]
+    every_verdict = {"true": 0, "false": 0, "undecided": 0}
+    for qid, text, why in written:
+        verdict = world.composed_verdict(questions[qid], text)
+        every_verdict[verdict] += 1
+        if why is not None:
+            rows.append(
+                {
+                    "kind": "connect rejected",
+                    "question": qid,
+                    "text": text,
+                    "why": why,
+                    "verdict": verdict,
+                }
+            )
+    selected = {"true": 0, "false": 0, "undecided": 0}
+    for r in rows:
+        if r["kind"] == "connect":
+            selected[r["verdict"]] += 1
+    chain_stats.pop("written", None)
+    para_stats.pop("written", None)
     restated = sum(bool(r.get("restates_facts")) for r in rows)
-    true = sum(bool(r.get("true")) for r in rows)
+    true = selected["true"]
     stats = {
         "chains": {
             "questions": len(fmt),
@@ -322,6 +382,8 @@ def study_compose(
             "yield": len(connected) / len(every),
             "true": true,
             "precision": true / len(connected) if connected else 0.0,
+            "selected": selected,
+            "all_written": every_verdict,
             **connect_stats,
         },
         "paraphrases": {"wanted": len(chosen), "accepted": len(paraphrased), **para_stats},
@@ -331,6 +393,11 @@ def study_compose(
             "restate_both_facts": "the chain contains both supporting facts as stated (normalised)",
             "connect true": "the statement matches one of the composition's composed forms "
             "(normalised, articles dropped, '*' = 0-4 words)",
+            "connect false": "the statement names an entity outside the question's chain, says "
+            "the subject's own second-relation fact holds the answer, or states the first "
+            "relation the other way round",
+            "connect undecided": "neither true nor false by the world's forms",
+            "all_written": "every statement the teacher wrote, kept by the filters or not",
         },
     }
     return ComposeStudy(

@@ -13,7 +13,11 @@ the first one's object, with
 Every ``(subject, composition)`` with at least one path ``subject -first-> middle -second->
 answer`` is a :class:`TwoHop` question. Half the questions of each composition (seeded) are
 *format* questions, whose answers (or step-by-step solutions) the student is trained on; the
-other half are *held out* and scored. Every entity also gets an anchor sentence.
+other half are *held out* and scored. The split keeps questions that share a subject or a
+middle entity on the same side, so a held-out answer cannot be had without composing: no
+held-out first hop is ever a format question's first hop (:meth:`ComposeWorld.shortcuts`
+counts what is left: answers equal to the subject's own one-hop fact, the commonest answer).
+Every entity also gets an anchor sentence.
 
 Everything is checked on construction (:func:`check_compose_world`), rule chains and composed
 statements included, so a bad world fails before any teacher is called.
@@ -38,6 +42,7 @@ __all__ = [
     "TwoHop",
     "chain_text",
     "check_compose_world",
+    "fill3",
 ]
 
 
@@ -138,7 +143,8 @@ def _check_template(
         raise WorldError(f"{at}: must name the subject before the object, got {template!r}")
 
 
-def _fill3(template: str, subject: str, middle: str, obj: str) -> str:
+def fill3(template: str, subject: str, middle: str, obj: str) -> str:
+    """``template`` with ``{subject}``, ``{middle}`` and ``{object}`` filled."""
     return fill(template.replace("{middle}", middle), subject, obj)
 
 
@@ -202,13 +208,13 @@ class ComposeWorld:
                     "question(s); it needs at least 2 (one format, one held out): add facts "
                     f"of {composition.second!r} about the objects of {composition.first!r}"
                 )
+        self._split()
         self._check_rule_texts()
 
     def _questions(self) -> list[TwoHop]:
         by_subject: dict[tuple[str, str], list[Fact]] = {}
         for fact in self.facts:
             by_subject.setdefault((fact.relation, fact.subject), []).append(fact)
-        rng = random.Random(self.seed)
         out: list[TwoHop] = []
         for composition in self.compositions.values():
             found: dict[str, list[tuple[Fact, Fact]]] = {}
@@ -217,21 +223,66 @@ class ComposeWorld:
                     continue
                 for second in by_subject.get((composition.second, first.object), []):
                     found.setdefault(first.subject, []).append((first, second))
-            subjects = list(found)
-            shuffled = subjects[:]
-            rng.shuffle(shuffled)
-            held = set(shuffled[: len(shuffled) // 2])
-            for i, subject in enumerate(subjects):
+            for i, subject in enumerate(found):
                 out.append(
                     TwoHop(
                         id=f"{composition.name}:{i:04d}",
                         composition=composition.name,
                         subject=subject,
                         paths=tuple(found[subject]),
-                        held_out=subject in held,
                     )
                 )
         return out
+
+    def _split(self) -> None:
+        """Hold out about half of each composition's questions (seeded), in whole *groups*:
+        questions that share a subject, or a middle entity, in any composition are held out
+        together. So no held-out question's subject or middle entity is a format question's
+        subject or middle: a student cannot learn a held-out chain's first hop, or which
+        answers go with its middle entity, from the format half; it has to compose."""
+        parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+        def root(node: tuple[str, str]) -> tuple[str, str]:
+            parent.setdefault(node, node)
+            while parent[node] != node:
+                parent[node] = parent[parent[node]]
+                node = parent[node]
+            return node
+
+        for q in self.questions:
+            for first, _ in q.paths:
+                parent[root(("middle", first.object))] = root(("subject", q.subject))
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, q in enumerate(self.questions):
+            groups.setdefault(root(("subject", q.subject)), []).append(i)
+        order = list(groups.values())
+        random.Random(self.seed).shuffle(order)
+        total: dict[str, int] = {}
+        for q in self.questions:
+            total[q.composition] = total.get(q.composition, 0) + 1
+        held = dict.fromkeys(total, 0)
+        chosen: set[int] = set()
+        for group in order:
+            counts: dict[str, int] = {}
+            for i in group:
+                name = self.questions[i].composition
+                counts[name] = counts.get(name, 0) + 1
+            if all(held[c] + n <= total[c] // 2 for c, n in counts.items()):
+                chosen.update(group)
+                for c, n in counts.items():
+                    held[c] += n
+        for name, count in held.items():
+            if count == 0:
+                raise WorldError(
+                    f"{self.where}: composition {name!r}: its {total[name]} questions share "
+                    "subjects or middle entities so much that none can be held out without its "
+                    "first hop in the format half; add subjects whose first hops lead to "
+                    "entities of their own"
+                )
+        self.questions = [
+            TwoHop(q.id, q.composition, q.subject, q.paths, held_out=i in chosen)
+            for i, q in enumerate(self.questions)
+        ]
 
     def _check_rule_texts(self) -> None:
         """Every rule text names what its filters need: fail here, not after the teacher."""
@@ -295,7 +346,7 @@ class ComposeWorld:
 
     def composed_statement(self, q: TwoHop) -> str:
         """The perfect composed statement of the question's first path."""
-        return _fill3(self.compositions[q.composition].composed, q.subject, q.middle, q.answer)
+        return fill3(self.compositions[q.composition].composed, q.subject, q.middle, q.answer)
 
     def facts_text(self, q: TwoHop) -> str:
         """The question's supporting facts (first path), as the teacher is shown them."""
@@ -314,6 +365,28 @@ class ComposeWorld:
                 if pattern.fullmatch(got) is not None:
                     return True
         return False
+
+    def composed_verdict(self, q: TwoHop, text: str) -> str:
+        """``"true"`` (one of the composition's forms, :meth:`is_true_composed`), ``"false"``
+        (the world contradicts it: it names an entity outside the question's chain, e.g.
+        another city or another mentor, says the subject's own fact of the second relation
+        holds the answer, or states the first relation the other way round) or
+        ``"undecided"`` (neither: a true-looking wording the world does not list)."""
+        if self.is_true_composed(q, text):
+            return "true"
+        got = f" {canonical(text)} "
+        composition = self.compositions[q.composition]
+        chain = {q.subject, *q.answers, *(first.object for first, _ in q.paths)}
+        for entity in self.entity_types:
+            if entity not in chain and f" {canonical(entity)} " in got:
+                return "false"
+        first, second = self.relations[composition.first], self.relations[composition.second]
+        own = {f.object for f in self.facts if f.subject == q.subject and f.relation == second.name}
+        claims = [fill(second.forward, q.subject, a) for a in q.answers if a not in own]
+        claims += [fill(first.forward, m.object, q.subject) for m, _ in q.paths]
+        if any(f" {canonical(c)} " in got for c in claims):
+            return "false"
+        return "undecided"
 
     def anchor(self, entity: str, kind: str) -> str:
         template = self.anchors.get(kind)
@@ -338,6 +411,53 @@ class ComposeWorld:
             kind = self.relations[self.compositions[q.composition].second].object_type
             total += len(q.answers) / max(counts.get(kind, 1), 1)
         return total / len(chosen)
+
+    def shortcuts(self) -> dict[str, Any]:
+        """What a student could get on the held-out questions *without* composing.
+
+        * ``constant``: accuracy of always giving each composition's commonest held-out answer;
+        * ``format_constant``: of always giving its commonest *format* answer (a student
+          biased by what the format half taught it);
+        * ``own_fact``: held-out questions whose answer is also the subject's own object of
+          the second relation (``A lives in C.`` and ``A's mentor lives in C``);
+        * ``shared_first_hop``: held-out questions whose subject is a format question's
+          subject, or whose middle entity a format question's middle (0 by the split).
+        """
+        held, fmt = self.held_out, self.format_questions
+        own = {(f.subject, f.relation, f.object) for f in self.facts}
+        fmt_subjects = {q.subject for q in fmt}
+        fmt_middles = {first.object for q in fmt for first, _ in q.paths}
+        constant = format_constant = 0
+        for name in self.compositions:
+            mine = [q for q in held if q.composition == name]
+            tally: dict[str, int] = {}
+            for q in mine:
+                for a in q.answers:
+                    tally[a] = tally.get(a, 0) + 1
+            constant += max(tally.values(), default=0)
+            seen: dict[str, int] = {}
+            for q in fmt:
+                if q.composition == name:
+                    seen[q.answer] = seen.get(q.answer, 0) + 1
+            if seen:
+                top = max(sorted(seen), key=lambda a: seen[a])
+                format_constant += sum(top in q.answers for q in mine)
+        n = max(len(held), 1)
+        return {
+            "constant": constant / n,
+            "format_constant": format_constant / n,
+            "own_fact": sum(
+                any(
+                    (q.subject, self.compositions[q.composition].second, a) in own
+                    for a in q.answers
+                )
+                for q in held
+            ),
+            "shared_first_hop": sum(
+                q.subject in fmt_subjects or any(f.object in fmt_middles for f, _ in q.paths)
+                for q in held
+            ),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
