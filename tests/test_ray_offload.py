@@ -143,3 +143,31 @@ def test_a_strategy_that_stays_keeps_all_parsing_in_the_study(tmp_path: Path) ->
     study = mstudy.Study(teacher, [Staying(), mstudy.Explain()], [OddWords()], sinks)
     assert study.run(records(10)).records == 10
     assert teacher.parsed == 0 and not teacher.bound
+
+
+def test_filters_that_do_not_pickle_stay_and_the_strategies_go_alone(tmp_path: Path) -> None:
+    class Unpicklable(OddWords):
+        def __reduce__(self) -> Any:
+            raise TypeError("cannot pickle this filter")
+
+    one = run(sleepy(0.0), tmp_path / "one", [Unpicklable(), "dedup"])
+    teacher = ParsingTeacher()
+    with pytest.raises(TypeError):
+        teacher.bind_parsing([], [Unpicklable()])
+    teacher = TolerantTeacher()
+    placed = run(teacher, tmp_path / "placed", [Unpicklable(), "dedup"])
+    assert placed == one and teacher.parsed > 0
+    assert [len(filters) for _, filters in teacher.bound] == [0]
+    for name in ("rows.jsonl", "rejects.jsonl"):
+        assert read_jsonl(tmp_path / "placed" / name) == read_jsonl(tmp_path / "one" / name)
+
+
+class TolerantTeacher(ParsingTeacher):
+    """Says None (parse in the study) when what it is given does not pickle, as the Ray
+    pool does."""
+
+    def bind_parsing(self, strategies: Sequence[Strategy], filters: Sequence[Filter]) -> Any:
+        try:
+            return super().bind_parsing(strategies, filters)
+        except TypeError:
+            return None

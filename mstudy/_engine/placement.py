@@ -7,7 +7,8 @@ the stream (:class:`~mstudy.interfaces.Resettable`: dedup, near_dedup), holds re
 :class:`~mstudy.interfaces.Portable`. Everything from that filter on, and every record whose
 replies were not parsed in a worker (a call cache hit, an identical request in flight, a
 filter that raised there), is decided here as in a one-process run. A strategy that is not
-portable keeps all parsing here.
+portable keeps all parsing here; filters the teacher cannot take (they do not pickle) stay
+here, and the strategies go alone.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Placement:
         while depth < len(filters) and portable(filters[depth]):
             depth += 1
         binding = teacher.bind_parsing(list(strategies), list(filters[:depth]))
+        if binding is None and depth:  # a filter that does not travel: the strategies alone
+            depth, binding = 0, teacher.bind_parsing(list(strategies), [])
         return None if binding is None else cls(teacher, binding, depth)
 
     def generate(self, entries: Iterable[Pending]) -> Iterator[Parsed]:
