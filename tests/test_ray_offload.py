@@ -5,6 +5,7 @@ or filter must stay in the study's process."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -13,12 +14,17 @@ from typing import Any
 import pytest
 from conftest import read_jsonl
 from harness.ray_teachers import OddWords, PickyParaphrase, ShortAfterDedup, sleepy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mstudy
+from mstudy._engine.filtering import FilterChain
+from mstudy._engine.placement import Placement
 from mstudy.filters.base import RowFilter
 from mstudy.interfaces import Filter, ParsesReplies, Strategy
-from mstudy.offload import Parsed, ParseJob, run_job
-from mstudy.records import Completion, Example, Request
+from mstudy.offload import Parsed, ParseJob, run_job, trail
+from mstudy.records import Completion, Example, Provenance, Rejection, Request
+from mstudy.report import FilterStats, Report
 
 
 class ParsingTeacher:
@@ -171,3 +177,101 @@ class TolerantTeacher(ParsingTeacher):
             return super().bind_parsing(strategies, filters)
         except TypeError:
             return None
+
+
+# -- the verdicts given per request equal the filter chain's over the whole record ----------
+
+
+class Rule(RowFilter):
+    """A per-record filter from drawn numbers: rejects texts whose length is ``r`` modulo
+    ``m``, rewrites (annotates) those whose length is ``a`` modulo ``m``, keeps the rest as
+    they are; optionally a batch filter."""
+
+    def __init__(self, name: str, m: int, r: int, a: int) -> None:
+        self.name, self.m, self.r, self.a = name, m, r, a  # type: ignore[misc]
+
+    def check(self, example: Example) -> Example | Rejection:
+        size = len(example.fields["text"])
+        if size % self.m == self.r:
+            return example.reject(self.stage, f"mod {self.m}", str(size))
+        if size % self.m == self.a:
+            return dataclasses.replace(example, fields={**example.fields, "text": "x" * size + "y"})
+        return example
+
+
+class BatchRule(Rule):
+    def check_many(self, examples: Sequence[Example]) -> list[Example | Rejection]:
+        return [self.check(e) for e in examples]
+
+
+class InPlaceRule(Rule):
+    """Rewrites the example it is given in place and returns it (the same object)."""
+
+    def check(self, example: Example) -> Example | Rejection:
+        verdict = super().check(example)
+        if isinstance(verdict, Example) and verdict is not example:
+            example.fields["text"] = verdict.fields["text"]
+            return example
+        return verdict
+
+
+def _example(key: tuple[int, int], index: int, text: str) -> Example:
+    provenance = Provenance("r1", f"s{key[0]}", "1", "t", "teacher", {}, key[1])
+    return Example(f"e{key}{index}", {"text": text}, provenance)
+
+
+rules = st.builds(
+    lambda kind, m, r, a: kind(f"f{m}{r}{a}", m, r, a),
+    st.sampled_from([Rule, BatchRule, InPlaceRule]),
+    st.integers(2, 5),
+    st.integers(0, 4),
+    st.integers(0, 4),
+)
+requests_results = st.dictionaries(
+    st.tuples(st.integers(0, 2), st.integers(0, 3)),
+    st.lists(st.one_of(st.text(max_size=12), st.none()), max_size=4),
+    max_size=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(results=requests_results, filters=st.lists(rules, max_size=4))
+def test_verdicts_given_per_request_equal_the_chain_over_the_record(
+    results: dict[tuple[int, int], list[str | None]], filters: list[Rule]
+) -> None:
+    def items() -> dict[tuple[int, int], list[Example | Rejection]]:
+        return {
+            key: [
+                _example(key, i, text)
+                if text is not None
+                else Rejection("r1", "parse", "unparsed", "", f"s{key[0]}")
+                for i, text in enumerate(texts)
+            ]
+            for key, texts in results.items()
+        }
+
+    def chain() -> tuple[FilterChain, Report]:
+        report = Report()
+        for f in filters:
+            report.filters.setdefault(f.name, FilterStats())
+        return FilterChain(filters, report), report
+
+    local, local_report = chain()
+    here = items()
+    expected = local.apply([item for key in sorted(here) for item in here[key]])
+
+    placed, placed_report = chain()
+    there = items()
+    shipped = pickle.loads(pickle.dumps(there))  # what a worker parses: a copy
+    trails = {key: trail(found, filters) for key, found in shipped.items()}
+    assert all(t is not None for t in trails.values())
+    placement = Placement(ParsingTeacher(), None, len(filters))
+    given_ = placement.given(there, {k: t for k, t in trails.items() if t is not None})
+    got = placed.apply([item for key in sorted(there) for item in there[key]], given_)
+
+    assert [_row(i) for i in got] == [_row(i) for i in expected]
+    assert placed_report.to_dict() == local_report.to_dict()
+
+
+def _row(item: Example | Rejection) -> dict[str, Any]:
+    return item.to_row()
