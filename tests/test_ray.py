@@ -169,6 +169,22 @@ def test_strategies_that_do_not_pickle_are_parsed_in_the_driver(
     assert traced(str(log), "parse") == {os.getpid()}
 
 
+def test_parse_in_actors_off_leaves_parsing_to_the_driver(cluster: None, tmp_path: Path) -> None:
+    source = records(20)
+    study(sleepy(0.0), tmp_path / "one").run(source)
+    log = tmp_path / "ray.log"
+    pool = RayTeacher(
+        functools.partial(sleepy, 0.0), replicas=2, num_cpus=0.5, parse_in_actors=False
+    )
+    try:
+        study(pool, tmp_path / "ray", log).run(source)
+    finally:
+        pool.close()
+    for name in ("rows.jsonl", "rejects.jsonl"):
+        assert read_jsonl(tmp_path / "ray" / name) == read_jsonl(tmp_path / "one" / name)
+    assert traced(str(log), "parse") == traced(str(log), "check:odd_words") == {os.getpid()}
+
+
 def test_an_actor_killed_mid_run_costs_nothing_but_its_batch(cluster: None, tmp_path: Path) -> None:
     source = records(60)
     one = study(sleepy(0.0), tmp_path / "one").run(source)
@@ -209,6 +225,9 @@ def test_the_pool_refuses_a_built_teacher_and_bad_sizes() -> None:
     with pytest.raises(ConfigError) as size:
         RayTeacher("scripted", replicas=0)
     assert size.value.parameter == "replicas"
+    with pytest.raises(ConfigError) as parse:
+        RayTeacher("scripted", parse_in_actors="no")  # type: ignore[arg-type]
+    assert parse.value.parameter == "parse_in_actors"
 
 
 def test_actors_that_cannot_build_their_teacher_fail_the_run_clearly(cluster: None) -> None:

@@ -154,6 +154,8 @@ class RayTeacher:
         max_resubmits: how many times one batch is given to the pool again after its actor
             died.
         runtime_env: Ray's runtime environment for the actors (``env_vars``, ``pip``, ...).
+        parse_in_actors: parse replies and apply the per-record filters in the actors
+            (:class:`~mstudy.interfaces.ParsesReplies`); False leaves them to the driver.
     """
 
     name = "ray"
@@ -171,6 +173,7 @@ class RayTeacher:
         max_restarts: int = 3,
         max_resubmits: int = 3,
         runtime_env: Mapping[str, Any] | None = None,
+        parse_in_actors: bool = True,
     ) -> None:
         if not isinstance(teacher, (str, Mapping)) and not _is_factory(teacher):
             raise ConfigError(
@@ -195,6 +198,12 @@ class RayTeacher:
         self.max_restarts = max_restarts
         self.max_resubmits = max_resubmits
         self.runtime_env = dict(runtime_env or {})
+        if not isinstance(parse_in_actors, bool):
+            raise ConfigError(
+                f"parse_in_actors must be true or false, got {parse_in_actors!r}",
+                parameter="parse_in_actors",
+            )
+        self.parse_in_actors = parse_in_actors
         self._actors: list[Any] = []
         self._described: list[dict[str, Any]] = []
         self.stats = {"batches": 0, "resubmitted": 0, "actor_deaths": 0}
@@ -308,7 +317,10 @@ class RayTeacher:
         self, strategies: Sequence[Strategy], filters: Sequence[Filter]
     ) -> Binding | None:
         """Store ``strategies`` and ``filters`` in the cluster and have every actor load
-        them; None (the driver parses) when they cannot be pickled or loaded."""
+        them; None (the driver parses) when they cannot be pickled or loaded, or with
+        ``parse_in_actors`` off."""
+        if not self.parse_in_actors:
+            return None
         ray = self._ray()
         actors = self._start()
         try:
