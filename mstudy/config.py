@@ -122,6 +122,7 @@ RAY_KEYS = (
     "max_restarts",
     "max_resubmits",
     "runtime_env",
+    "parse_in_actors",
 )
 """The keys of ``[ray]``: :class:`~mstudy.teachers.ray_pool.RayTeacher`'s parameters."""
 

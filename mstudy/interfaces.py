@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from mstudy.records import Completion, Example, GenerationParams, Record, Rejection, Request
 
 if TYPE_CHECKING:
+    from mstudy.offload import Parsed, ParseJob
     from mstudy.report import EndpointStats
 
 
@@ -215,6 +216,32 @@ class Preparable(Protocol):
     def prepare(self) -> None: ...
 
 
+@runtime_checkable
+class ParsesReplies(Protocol):
+    """A teacher that parses its replies where it makes them (in its workers), and checks the
+    examples with the study's per-record filters there (:mod:`mstudy.offload`).
+
+    ``bind_parsing`` takes the study's strategies and the leading per-record filters once a
+    run; it returns a binding to pass to ``generate_parsed``, or None when they cannot go to
+    the workers (then the study parses in its own process). ``generate_parsed`` is
+    ``generate`` for jobs (a request with its record and strategy): it yields a
+    :class:`~mstudy.offload.Parsed` per completion, in any order."""
+
+    def bind_parsing(self, strategies: Sequence[Strategy], filters: Sequence[Filter]) -> Any: ...
+
+    def generate_parsed(self, jobs: Iterable[ParseJob], binding: Any) -> Iterator[Parsed]: ...
+
+
+@runtime_checkable
+class Portable(Protocol):
+    """A strategy or filter that says whether it may run in a teacher's workers
+    (:class:`ParsesReplies`): ``portable`` False keeps it in the study's own process (a
+    filter that calls a model of its own, say). Without it, a strategy is portable, and so is
+    a filter that is neither :class:`Resettable` nor :class:`Closable`."""
+
+    portable: bool
+
+
 CORE: dict[str, type] = {
     "teachers": Teacher,
     "strategies": Strategy,
@@ -224,9 +251,16 @@ CORE: dict[str, type] = {
 """The protocol a plugin of each kind must satisfy."""
 
 CAPABILITIES: dict[str, tuple[type, ...]] = {
-    "teachers": (TokenCounter, SchemaConstrained, Discounted, ReportsEndpoints, Closable),
-    "strategies": (Fingerprinted, Memoizable, Parametrised),
-    "filters": (Fingerprinted, Resettable, Stateful, BatchFilter, Closable),
+    "teachers": (
+        TokenCounter,
+        SchemaConstrained,
+        Discounted,
+        ReportsEndpoints,
+        Closable,
+        ParsesReplies,
+    ),
+    "strategies": (Fingerprinted, Memoizable, Parametrised, Portable),
+    "filters": (Fingerprinted, Resettable, Stateful, BatchFilter, Closable, Portable),
     "sinks": (Preparable,),
 }
 """The optional capabilities a component of each kind may declare."""
@@ -272,6 +306,8 @@ __all__ = [
     "Fingerprinted",
     "Memoizable",
     "Parametrised",
+    "ParsesReplies",
+    "Portable",
     "Preparable",
     "ReportsEndpoints",
     "Resettable",

@@ -3,7 +3,8 @@
 Each filter sees the examples still accepted, in stream order; its verdicts take their
 places and earlier rejections stay where they were. A :class:`~mstudy.interfaces.BatchFilter`
 gets them in one call. A filter that fails rejects what it was shown, with the error as
-detail, and the run goes on.
+detail, and the run goes on. Verdicts already given where the teacher runs
+(:mod:`mstudy.offload`) are taken instead of checking again, and counted the same.
 """
 
 from __future__ import annotations
@@ -26,25 +27,30 @@ class FilterChain:
     __slots__ = ("_filters", "_report")
 
     def __init__(self, filters: Sequence[Filter], report: Report) -> None:
-        self._filters = [(f, _checker(f)) for f in filters]
+        self._filters = [(f, checker(f)) for f in filters]
         self._report = report
 
     def __bool__(self) -> bool:
         return bool(self._filters)
 
-    def apply(self, items: list[Item]) -> list[Item]:
-        """``items`` with each example replaced by the filters' verdict on it."""
-        for filt, check in self._filters:
+    def apply(self, items: list[Item], given: Sequence[Sequence[Item | None]] = ()) -> list[Item]:
+        """``items`` with each example replaced by the filters' verdict on it; ``given[i]``
+        holds the ``i``-th filter's verdicts already (None: the example kept as it is)."""
+        for index, (filt, check) in enumerate(self._filters):
             examples = [item for item in items if isinstance(item, Example)]
             if not examples:
                 break
             self._count(filt.name, examples)
-            verdicts = _verdicts(filt.name, check, examples)
+            known = given[index] if index < len(given) else None
+            if known is not None and len(known) == len(examples):
+                verdicts = [e if v is None else v for v, e in zip(known, examples, strict=True)]
+            else:
+                verdicts = _verdicts(filt.name, check, examples)
             if len(examples) == len(items):
                 items = verdicts
             else:  # verdicts take the examples' places; rejections stay where they were
-                given = iter(verdicts)
-                items = [next(given) if isinstance(item, Example) else item for item in items]
+                placed = iter(verdicts)
+                items = [next(placed) if isinstance(item, Example) else item for item in items]
         return items
 
     def _count(self, name: str, examples: list[Example]) -> None:
@@ -59,7 +65,7 @@ class FilterChain:
 Checker = Callable[[list[Example]], Sequence[Item]]
 
 
-def _checker(filt: Filter) -> Checker:
+def checker(filt: Filter) -> Checker:
     """How ``filt`` checks one record's examples: ``check_many`` when it is a BatchFilter."""
     if isinstance(filt, BatchFilter):
         return filt.check_many

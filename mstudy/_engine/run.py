@@ -3,7 +3,8 @@
 :meth:`StudyRun._run` asks the teacher for completions, round after round, over the
 requests :meth:`_requests` admits; each completion is parsed into its record's slot
 (:meth:`_receive`); finished records leave the window in source order (:meth:`_emit`) and
-are filtered, counted and handed on (:meth:`_decide`).
+are filtered, counted and handed on (:meth:`_decide`). A teacher that parses in its workers
+(:mod:`.placement`) sends each reply parsed, its leading per-record filters applied.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mstudy.errors import TeacherError
 from mstudy.interfaces import ReportsEndpoints
 from mstudy.lineage import read_lineage
+from mstudy.offload import Parsed
 from mstudy.records import Completion, Example, Rejection, Request
 from mstudy.report import FilterStats, Report
 from mstudy.rounds import Retrying
@@ -23,6 +25,7 @@ from mstudy.rounds import Retrying
 from .filtering import FilterChain
 from .outcomes import Outcomes
 from .parsing import parse, unanswered, usable
+from .placement import Placement
 from .progress import Progress
 from .reading import Item, read_items
 from .rendering import render
@@ -78,6 +81,7 @@ class StudyRun(Iterator[Example | Rejection]):
             study.teacher.endpoint_stats(reset=True)  # this run's counts start here
         self._window = Window()
         self._filters = FilterChain(study.filters, self.report)
+        self._placement = Placement.of(study.teacher, study.strategies, study.filters)
         self._outcomes = Outcomes.of(study.cache, self._teacher_fingerprint, study.strategies)
         self._ahead: deque[tuple[Item, str | None, Slot | None]] = deque()
         self._retry: deque[Pending] = deque()
@@ -131,14 +135,22 @@ class StudyRun(Iterator[Example | Rejection]):
     def _round(self) -> Iterator[Example | Rejection]:
         """One ``generate`` call over the requests the window admits; records are handed on
         as they finish. Requests the teacher never answered are rejected at the end."""
-        completions = self.study.teacher.generate(self._requests())
-        for completion in completions:
-            self._receive(completion)
+        placement = self._placement
+        answers: Iterator[Completion | Parsed] = (
+            self.study.teacher.generate(self._requests())
+            if placement is None
+            else placement.generate(self._entries())
+        )
+        for answer in answers:
+            if isinstance(answer, Parsed):
+                self._receive(answer.completion, answer)
+            else:
+                self._receive(answer)
             if self._window.head_finished:
                 yield from self._emit()
             if self.stop_reason is not None:
-                if isinstance(completions, Generator):
-                    completions.close()
+                if isinstance(answers, Generator):
+                    answers.close()
                 return
         for entry in self._window.unanswered():
             entry.complete(unanswered(entry), None)
@@ -149,14 +161,19 @@ class StudyRun(Iterator[Example | Rejection]):
     # -- admitting records ----------------------------------------------------------------
 
     def _requests(self) -> Iterator[Request]:
-        """Requests for the teacher, record by record; stops early when too many records
-        wait in the window, or when all of them are finished (so they are handed on)."""
+        """Requests for the teacher (those of :meth:`_entries`)."""
+        return (entry.request for entry in self._entries())
+
+    def _entries(self) -> Iterator[Pending]:
+        """Entries whose requests go to the teacher, record by record; stops early when too
+        many records wait in the window, or when all of them are finished (so they are
+        handed on)."""
         window, backlog, retry = self._window, self.study.max_backlog, self._retry
         while True:
             while retry:  # records asked again go first: they hold the head of the line
-                request = window.send(retry.popleft())
-                if request is not None:
-                    yield request
+                entry = retry.popleft()
+                if window.send(entry) is not None:
+                    yield entry
             if len(window) >= backlog:
                 return
             if not window.waiting and len(window) >= READY_CHUNK:
@@ -166,7 +183,7 @@ class StudyRun(Iterator[Example | Rejection]):
                 self._exhausted = True
                 return
             window.add(slot)
-            to_send = [request for request in map(window.send, entries) if request is not None]
+            to_send = [entry for entry in entries if window.send(entry) is not None]
             slot.sealed = True
             yield from to_send
 
@@ -220,8 +237,9 @@ class StudyRun(Iterator[Example | Rejection]):
 
     # -- receiving completions ------------------------------------------------------------
 
-    def _receive(self, completion: Completion) -> None:
-        """Store ``completion`` in the call cache and parse it for every entry waiting."""
+    def _receive(self, completion: Completion, parsed: Parsed | None = None) -> None:
+        """Store ``completion`` in the call cache and parse it for every entry waiting;
+        ``parsed``: the parse result of the entry that sent it, made where the teacher ran."""
         completion = usable(completion)
         entries = self._window.answer(completion.key)
         if entries is None:
@@ -232,6 +250,9 @@ class StudyRun(Iterator[Example | Rejection]):
         cache = self.study.cache
         if cache is not None:  # committed within a second (CallCache.commit_seconds)
             cache.put(self._teacher_fingerprint, completion)
+        if parsed is not None and parsed.items is not None:
+            entries[0].complete(parsed.items, completion, parsed.trail)  # the one sent
+            entries = entries[1:]
         for entry in entries:
             entry.complete(parse(entry, completion), completion)
 
@@ -288,7 +309,10 @@ class StudyRun(Iterator[Example | Rejection]):
                 if isinstance(item, Example):
                     child(record_id, item)
         if self._filters:
-            items = self._filters.apply(items)
+            placement, trails = self._placement, slot.trails
+            given = placement.given(results, trails) if placement and trails else []
+            items = self._filters.apply(items, given)
+        slot.trails = {}
         stats = report.strategies
         for item in items:
             if isinstance(item, Example):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from mstudy.interfaces import Strategy
 from mstudy.lineage import ORIGINAL, Lineage
+from mstudy.offload import Trail
 from mstudy.records import Completion, Example, Record, Rejection, Request
 
 Results = dict[tuple[int, int], list[Example | Rejection]]
@@ -43,6 +44,8 @@ class Slot:
     """Indexes of the strategies asked again in this round (empty in round 0)."""
     held: list[Example | Rejection] = field(default_factory=list)
     """Rows decided in earlier rounds, handed on with the last round's."""
+    trails: dict[tuple[int, int], Trail] = field(default_factory=dict)
+    """Filter verdicts given where the teacher runs, by results key (:mod:`mstudy.offload`)."""
 
     @property
     def finished(self) -> bool:
@@ -69,10 +72,18 @@ class Pending:
         assert self.slot.record is not None
         return self.slot.record
 
-    def complete(self, results: list[Example | Rejection], completion: Completion | None) -> None:
-        """Store this request's results in its slot (``completion`` None: never answered)."""
+    def complete(
+        self,
+        results: list[Example | Rejection],
+        completion: Completion | None,
+        trail: Trail | None = None,
+    ) -> None:
+        """Store this request's results in its slot (``completion`` None: never answered),
+        with the filter verdicts given for them, if any."""
         slot = self.slot
         if completion is not None:
             slot.completions.append((self.strategy.name, completion))
         slot.results[(self.s_index, self.r_index)] = results
+        if trail is not None:
+            slot.trails[(self.s_index, self.r_index)] = trail
         slot.outstanding -= 1

@@ -72,6 +72,9 @@ class LLMJudge:
 
     name = "judge"
     version = "1"
+    portable = False
+    """It calls a teacher of its own: it stays in the study's process (never shipped to a
+    teacher's workers, :class:`~mstudy.interfaces.Portable`)."""
 
     def __init__(
         self,

@@ -1,12 +1,20 @@
 """``ray``: a teacher run as a pool of Ray actors, one replica per GPU (or CPU slot).
 
-The study's loop stays on the driver (reading, rendering, the call cache and journal, parsing,
-filters, sinks, progress and report): it is the part that makes the run exactly once and in
-source order, and it costs microseconds a row. The teacher is where the hours go, so that is
-what is spread: each actor builds its own teacher from a spec (a plugin name, a config table,
-or a factory), so a model is loaded once per actor on the actor's GPU, never pickled from the
-driver. Requests go to the actors in batches of ``batch_size``, ``in_flight`` batches per
-actor at most, to the least-loaded actor; completions come back as each batch finishes.
+The study's loop stays on the driver (reading, rendering, the call cache and journal, the
+stream-level filters, sinks, progress and report): it is the part that makes the run exactly
+once and in source order, and it costs microseconds a row. The teacher is where the hours go,
+so that is what is spread: each actor builds its own teacher from a spec (a plugin name, a
+config table, or a factory), so a model is loaded once per actor on the actor's GPU, never
+pickled from the driver. Requests go to the actors in batches of ``batch_size``,
+``in_flight`` batches per actor at most, to the least-loaded actor; completions come back as
+each batch finishes.
+
+The pool also parses (:class:`~mstudy.interfaces.ParsesReplies`): a study binds its strategies
+and leading per-record filters to it once a run (pickled once, fetched once by each actor,
+again by an actor Ray restarted), and each actor parses its replies and checks them with
+those filters, so the driver receives parse results and verdicts instead of parsing
+(:mod:`mstudy.offload`). Strategies or filters that cannot be pickled, or that an actor cannot
+load, leave the parsing on the driver (logged).
 
 Faults: an actor whose process dies is restarted by Ray (``max_restarts``) and the batch it
 held is given to the pool again (``max_resubmits`` times, then its requests end as error
@@ -24,15 +32,23 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from mstudy.errors import ConfigError, TeacherError
+from mstudy.interfaces import Filter, Strategy
+from mstudy.offload import Parsed, ParseJob, run_job
 from mstudy.records import Completion, Request
 
-__all__ = ["RayTeacher", "build_teacher"]
+__all__ = ["Binding", "RayTeacher", "build_teacher"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 TeacherSpec = str | Mapping[str, Any] | Callable[[], Any]
 """A plugin name, a config table (``{"name": ..., **params}``) or a zero-argument factory."""
@@ -53,11 +69,56 @@ def build_teacher(spec: TeacherSpec) -> Any:
     return spec()
 
 
+BINDINGS_KEPT = 8
+"""Parse bindings an actor keeps loaded (one per run; a chain's stages each have one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A run's strategies and filters, stored once in the cluster; ``ref`` sits in a list so
+    Ray hands the reference to the actor, not the value (fetched once per actor)."""
+
+    id: str
+    ref: list[Any]
+
+
 class _TeacherActor:
     """One replica: a teacher built in the actor's process."""
 
     def __init__(self, spec: TeacherSpec) -> None:
         self.teacher = build_teacher(spec)
+        self.bound: OrderedDict[str, tuple[list[Strategy], list[Filter]]] = OrderedDict()
+
+    def bind(self, binding_id: str, ref: list[Any]) -> int:
+        """Load a binding's strategies and filters; their count (so the driver knows that
+        this process can unpickle them)."""
+        strategies, filters = self._bound(binding_id, ref)
+        return len(strategies) + len(filters)
+
+    def _bound(self, binding_id: str, ref: list[Any]) -> tuple[list[Strategy], list[Filter]]:
+        found = self.bound.get(binding_id)
+        if found is None:
+            import ray
+
+            found = self.bound[binding_id] = ray.get(ref[0])
+            while len(self.bound) > BINDINGS_KEPT:
+                self.bound.popitem(last=False)
+        return found
+
+    def generate_parsed(
+        self, binding_id: str, ref: list[Any], jobs: list[ParseJob]
+    ) -> list[Parsed]:
+        """Ask the teacher, then parse each reply and check it with the binding's filters."""
+        strategies, filters = self._bound(binding_id, ref)
+        by_key = {job.request.key: job for job in jobs}
+        out = []
+        for completion in self.teacher.generate([job.request for job in jobs]):
+            job = by_key.get(completion.key)
+            if job is None:  # not asked for: the driver says so
+                out.append(Parsed(completion))
+            else:
+                out.append(run_job(job, completion, strategies, filters))
+        return out
 
     def describe(self) -> dict[str, Any]:
         from mstudy.interfaces import SchemaConstrained
@@ -93,6 +154,8 @@ class RayTeacher:
         max_resubmits: how many times one batch is given to the pool again after its actor
             died.
         runtime_env: Ray's runtime environment for the actors (``env_vars``, ``pip``, ...).
+        parse_in_actors: parse replies and apply the per-record filters in the actors
+            (:class:`~mstudy.interfaces.ParsesReplies`); False leaves them to the driver.
     """
 
     name = "ray"
@@ -110,6 +173,7 @@ class RayTeacher:
         max_restarts: int = 3,
         max_resubmits: int = 3,
         runtime_env: Mapping[str, Any] | None = None,
+        parse_in_actors: bool = True,
     ) -> None:
         if not isinstance(teacher, (str, Mapping)) and not _is_factory(teacher):
             raise ConfigError(
@@ -134,6 +198,12 @@ class RayTeacher:
         self.max_restarts = max_restarts
         self.max_resubmits = max_resubmits
         self.runtime_env = dict(runtime_env or {})
+        if not isinstance(parse_in_actors, bool):
+            raise ConfigError(
+                f"parse_in_actors must be true or false, got {parse_in_actors!r}",
+                parameter="parse_in_actors",
+            )
+        self.parse_in_actors = parse_in_actors
         self._actors: list[Any] = []
         self._described: list[dict[str, Any]] = []
         self.stats = {"batches": 0, "resubmitted": 0, "actor_deaths": 0}
@@ -236,20 +306,73 @@ class RayTeacher:
     # -- generate -------------------------------------------------------------------------
     def generate(self, requests: Iterable[Request]) -> Iterator[Completion]:
         """Batches to the least-loaded actor; completions as each batch finishes."""
+        return self._dispatch(
+            requests,
+            lambda actor, batch: actor.generate.remote(batch),
+            lambda request, reason: _error(request, reason, self.fingerprint),
+        )
+
+    # -- parsing in the actors (mstudy.interfaces.ParsesReplies) ----------------------------
+    def bind_parsing(
+        self, strategies: Sequence[Strategy], filters: Sequence[Filter]
+    ) -> Binding | None:
+        """Store ``strategies`` and ``filters`` in the cluster and have every actor load
+        them; None (the driver parses) when they cannot be pickled or loaded, or with
+        ``parse_in_actors`` off."""
+        if not self.parse_in_actors:
+            return None
+        ray = self._ray()
+        actors = self._start()
+        try:
+            ref = ray.put((list(strategies), list(filters)))
+        except Exception as exc:  # a component that does not pickle (a lock, a connection)
+            logger.info("ray teacher: parsing stays on the driver: %s: %s", type(exc).__name__, exc)
+            return None
+        binding = Binding(uuid.uuid4().hex, [ref])
+        try:
+            ray.get([actor.bind.remote(binding.id, binding.ref) for actor in actors])
+        except Exception as exc:  # a class the workers cannot import, say
+            cause = getattr(exc, "cause", None) or exc
+            logger.warning(
+                "ray teacher: the actors cannot load the strategies and filters, so parsing "
+                "stays on the driver: %s: %s",
+                type(cause).__name__,
+                cause,
+            )
+            return None
+        return binding
+
+    def generate_parsed(self, jobs: Iterable[ParseJob], binding: Binding) -> Iterator[Parsed]:
+        """``generate`` for jobs: each reply comes back parsed and checked by its actor."""
+        return self._dispatch(
+            jobs,
+            lambda actor, batch: actor.generate_parsed.remote(binding.id, binding.ref, batch),
+            lambda job, reason: Parsed(_error(job.request, reason, self.fingerprint)),
+        )
+
+    def _dispatch(
+        self,
+        items: Iterable[_T],
+        call: Callable[[Any, list[_T]], Any],
+        failed: Callable[[_T, str], _R],
+    ) -> Iterator[_R]:
+        """Batches of ``items`` to the least-loaded actor (``call(actor, batch)``); the
+        results as each batch finishes; ``failed(item, reason)`` for a batch whose actors
+        kept dying."""
         ray = self._ray()
         from ray.exceptions import RayActorError
 
         actors = self._start()
         load = [0] * len(actors)
-        pending: dict[Any, tuple[int, list[Request], int]] = {}
-        source = iter(requests)
+        pending: dict[Any, tuple[int, list[_T], int]] = {}
+        source = iter(items)
         exhausted = False
 
-        def submit(batch: list[Request], attempt: int, avoid: int | None = None) -> None:
+        def submit(batch: list[_T], attempt: int, avoid: int | None = None) -> None:
             """To the least-loaded actor; a dead actor's batch to another one, if any."""
             choices = [i for i in range(len(actors)) if i != avoid] or list(range(len(actors)))
             index = min(choices, key=load.__getitem__)
-            pending[actors[index].generate.remote(batch)] = (index, batch, attempt)
+            pending[call(actors[index], batch)] = (index, batch, attempt)
             load[index] += 1
             self.stats["batches"] += 1
 
@@ -267,7 +390,7 @@ class RayTeacher:
                 index, batch, attempt = pending.pop(ref)
                 load[index] -= 1
                 try:
-                    completions = ray.get(ref)
+                    results = ray.get(ref)
                 except RayActorError as exc:
                     self.stats["actor_deaths"] += 1
                     if attempt < self.max_resubmits:
@@ -276,8 +399,7 @@ class RayTeacher:
                         submit(batch, attempt + 1, avoid=index)
                         continue
                     reason = f"ray actor died {attempt + 1} times: {type(exc).__name__}"
-                    fingerprint = self.fingerprint
-                    yield from (_error(request, reason, fingerprint) for request in batch)
+                    yield from (failed(item, reason) for item in batch)
                     continue
                 except Exception as exc:
                     cause = getattr(exc, "cause", None) or exc
@@ -285,7 +407,7 @@ class RayTeacher:
                         f"ray teacher: the teacher failed in its actor: "
                         f"{type(cause).__name__}: {cause}"
                     ) from exc
-                yield from completions
+                yield from results
 
 
 def _error(request: Request, reason: str, teacher: str) -> Completion:
