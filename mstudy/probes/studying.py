@@ -311,7 +311,11 @@ def study_world(
             prefill=prefill,
             cache=cache,
             retry_prompts=retry_prompts,
-            round_trip=RoundTrip(teacher=model, readings=()) if round_trip and prefill else None,
+            round_trip=(
+                RoundTrip(teacher=model, readings=(), cache=cache)
+                if round_trip and prefill
+                else None
+            ),
         )
     reversed_facts = [f for f in world.facts if f.id in chosen]
     with timer(times, "teacher paraphrases"):
