@@ -11,7 +11,9 @@ from mstudy.probes.prompts import (
     RETRY_EXAMPLES,
     REVERSE_EXAMPLES,
     ROLE_EXAMPLES,
+    THIRD_EXAMPLES,
     reverse_examples,
+    reverse_lead,
     statement_shape,
 )
 from mstudy.probes.studying import study_world
@@ -69,7 +71,8 @@ def test_statement_shape_reads_roles_and_verbs(
     assert statement_shape(f"{subject} {verb} {obj}.", subject, obj) == "verb"
     assert reverse_examples("role") == ROLE_EXAMPLES
     assert reverse_examples("verb") == REVERSE_EXAMPLES
-    assert reverse_examples("role", 1) == reverse_examples("verb", 2) == RETRY_EXAMPLES
+    assert reverse_examples("role", 1) == reverse_examples("verb", 1) == RETRY_EXAMPLES
+    assert reverse_examples("role", 2) == reverse_examples("verb", 3) == THIRD_EXAMPLES
 
 
 def test_example_sets_use_no_word_of_a_probe_world_relation() -> None:
@@ -78,7 +81,7 @@ def test_example_sets_use_no_word_of_a_probe_world_relation() -> None:
     banned = {"teach", "taught", "teacher", "captain", "found", "establish", "live", "born",
               "wrote", "written", "discover", "paint", "mentor", "grandmother", "compos",
               "employ", "design", "sponsor", "owns", "owner", "edit", "coach"}  # fmt: skip
-    for examples in (ROLE_EXAMPLES, RETRY_EXAMPLES):
+    for examples in (ROLE_EXAMPLES, RETRY_EXAMPLES, THIRD_EXAMPLES):
         for fields, reply in examples:
             text = f"{fields['text']} {reply}".casefold()
             assert not [w for w in banned if w in text], (fields, reply)
@@ -186,3 +189,19 @@ def test_round_trip_verifies_reversals_that_share_no_word_with_their_source() ->
     assert stats["selected_by"]["round trip"] == len(world.facts) - len(wrong)
     assert stats["round_trip_requests"] == len(world.facts)
     assert stats["rejections"]["filter:round_trip: round trip differs"] == len(wrong)
+
+
+def test_each_round_leads_with_another_form() -> None:
+    assert [reverse_lead("verb", r) for r in range(4)] == ["", " was", "'s", "'s"]
+    assert [reverse_lead("role", r) for r in range(4)] == ["'s", "'s", " was", " was"]
+
+
+def test_a_third_round_with_another_prefill_raises_the_verified_share_again() -> None:
+    world = _world(TEACHES, CAPTAIN, facts=40, seed=8)
+    shares = []
+    for samples in (1, 2, 3):
+        teacher = noisy_rules_teacher(world, 0.6, seed=5, prompt_sensitive=True)
+        stats = study_world(world, teacher, samples=samples).teacher_stats
+        assert stats["false"] == 0 and stats["precision"] == 1.0
+        shares.append(stats["yield"])
+    assert shares[0] < shares[1] < shares[2]

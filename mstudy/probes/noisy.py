@@ -68,8 +68,9 @@ def noisy_rules_teacher(
     form patterns many facts share. Otherwise each request draws afresh.
 
     ``prompt_sensitive`` (with ``systematic``): the habit belongs to the prompt as well, as a
-    small model's does: asked with other few-shot examples (another system prompt or other
-    example turns), the teacher draws its wrong facts and error kinds afresh, while the same
+    small model's does: asked with other few-shot examples (another system prompt, other
+    example turns or another prefill after the name), the teacher draws its wrong facts and
+    error kinds afresh, while the same
     prompt at another temperature repeats them.
     """
     if not 0 <= rate <= 1:
@@ -90,8 +91,9 @@ def noisy_rules_teacher(
             return world.paraphrase_statement(fact, request.sample)
         if systematic:
             prompt = ""
-            if prompt_sensitive:  # the few-shot turns and system prompt, not the fact's turn
-                prompt = stable_hash([m.content for m in request.messages[:-1]])
+            if prompt_sensitive:  # few-shot turns, system prompt, prefill; not the fact's
+                lead = (request.prefill or "").replace(fact.object, "")
+                prompt = stable_hash([*(m.content for m in request.messages[:-1]), lead])
             rng = random.Random(f"{seed}:{fact.id}{prompt}")
             habit = random.Random(f"{seed}:{fact.relation}{prompt}")
             kind = habit.choice(list(kinds))

@@ -12,6 +12,7 @@ __all__ = [
     "REVERSE_SYSTEM",
     "REVERSE_TEMPLATE",
     "ROLE_EXAMPLES",
+    "THIRD_EXAMPLES",
     "SubjectFirstParaphrase",
     "probe_paraphrase",
     "probe_reverse",
@@ -105,6 +106,16 @@ RETRY_EXAMPLES: tuple[tuple[dict[str, str], str], ...] = (
 )
 
 
+#: The third round's examples: the retry examples with the possessive last, the form a small
+#: model copies most (and the one the third round's prefill for a verb starts).
+THIRD_EXAMPLES: tuple[tuple[dict[str, str], str], ...] = (
+    RETRY_EXAMPLES[0],
+    RETRY_EXAMPLES[1],
+    RETRY_EXAMPLES[3],
+    RETRY_EXAMPLES[2],
+)
+
+
 def statement_shape(text: str, subject: str, obj: str) -> str:
     """``"role"`` for a statement that names the subject's role (``A is the <noun> of B``,
     ``A is a <noun> to B``), else ``"verb"``; read from the statement alone."""
@@ -118,19 +129,23 @@ def statement_shape(text: str, subject: str, obj: str) -> str:
 
 def reverse_lead(shape: str, round_: int = 0) -> str:
     """What the reply is prefilled with after the object, by the statement's shape and the
-    round: ``'s`` for a role (``B's captain is A``: a small teacher otherwise copies the
-    source's words with the names exchanged, ``B is the captain of A``), `` was`` for a verb
-    in the retry rounds (``B was taught by A``, not ``B is the teacher of A``); nothing for a
-    verb in the first round."""
+    round. A role (``A is the captain of B``): ``'s`` (``B's captain is A``; a small teacher
+    otherwise copies the source's words with the names exchanged, ``B is the captain of A``),
+    then `` was`` from the third round. A verb (``A teaches B``): nothing in the first round,
+    `` was`` in the second (``B was taught by A``, not ``B is the teacher of A``), ``'s`` from
+    the third (``B's teacher is A``)."""
     if shape == "role":
-        return "'s"
-    return " was" if round_ > 0 else ""
+        return "'s" if round_ < 2 else " was"
+    return ("", " was")[round_] if round_ < 2 else "'s"
 
 
 def reverse_examples(shape: str, round_: int = 0) -> tuple[tuple[dict[str, str], str], ...]:
     """The few-shot examples for a statement of ``shape`` (:func:`statement_shape`) in round
-    ``round_``: the first round by shape, later rounds :data:`RETRY_EXAMPLES`."""
-    if round_ > 0:
+    ``round_``: the first round by shape, the second :data:`RETRY_EXAMPLES`, later ones
+    :data:`THIRD_EXAMPLES`."""
+    if round_ > 1:
+        return THIRD_EXAMPLES
+    if round_ == 1:
         return RETRY_EXAMPLES
     return ROLE_EXAMPLES if shape == "role" else REVERSE_EXAMPLES
 
