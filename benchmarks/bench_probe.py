@@ -11,7 +11,10 @@ much of the wall time was this process's own work.
         [--budget 300]
 
 ``--world-dir`` measures a world of your own (``benchmarks/make_probe_worlds.py`` writes
-several unlike the built-in one); ``report.json`` and the other outputs go to ``--out``.
+several unlike the built-in one); given a relation spec instead of a folder
+(``--world-dir benchmarks/probe_worlds/guild.toml``), the script first makes a world from it
+as ``make_probe_worlds.py`` does (``--facts`` facts, seed ``--world-seed``) under
+``--out``/world. ``report.json`` and the other outputs go to ``--out``.
 
 Exit status 0 when the total wall time is within ``--budget`` seconds, 1 otherwise. This is a
 measurement, not a test: CI does not time it.
@@ -46,6 +49,18 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
 
+    world_dir = args.world_dir
+    if world_dir is not None and world_dir.is_file():  # a relation spec: make its world first
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from make_probe_worlds import make_world
+
+        world_dir = make_world(
+            world_dir, args.out / "world", facts=args.facts, seed=args.world_seed
+        )
+        print(f"world: {world_dir}")
+
     load_before = os.getloadavg()
     start, cpu = time.perf_counter(), time.process_time()
     result = run_probe(
@@ -55,7 +70,7 @@ def main() -> int:
         seeds=args.seeds,
         epochs=args.epochs,
         samples=args.samples,
-        world_dir=args.world_dir,
+        world_dir=world_dir,
         world_seed=args.world_seed,
         cache=args.cache,
         progress=not args.quiet,

@@ -13,6 +13,6 @@ DEFAULTS: dict[str, Any] = {
     "relations": 5,
     "seeds": 2,
     "epochs": 80,
-    "samples": 2,
+    "samples": 3,
 }
 """The defaults of :func:`run_probe` and the CLI (sized for < 5 minutes on 2 CPU cores)."""

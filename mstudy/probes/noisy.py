@@ -57,6 +57,7 @@ def noisy_rules_teacher(
     seed: int = 0,
     kinds: Sequence[str] = ERROR_KINDS,
     systematic: bool = True,
+    prompt_sensitive: bool = False,
 ) -> RulesTeacher:
     """The rules teacher with a ``rate`` share of its reversals replaced by errors of
     ``kinds``.
@@ -65,6 +66,12 @@ def noisy_rules_teacher(
     drawn once per fact (every sample of that fact repeats the error) and the kind of error
     once per relation (every wrong fact of a relation is wrong the same way), so the errors
     form patterns many facts share. Otherwise each request draws afresh.
+
+    ``prompt_sensitive`` (with ``systematic``): the habit belongs to the prompt as well, as a
+    small model's does: asked with other few-shot examples (another system prompt, other
+    example turns or another prefill after the name), the teacher draws its wrong facts and
+    error kinds afresh, while the same
+    prompt at another temperature repeats them.
     """
     if not 0 <= rate <= 1:
         raise ValueError(f"rate must be in [0, 1], got {rate}")
@@ -83,8 +90,12 @@ def noisy_rules_teacher(
         if request.strategy == "paraphrase":
             return world.paraphrase_statement(fact, request.sample)
         if systematic:
-            rng = random.Random(f"{seed}:{fact.id}")
-            habit = random.Random(f"{seed}:{fact.relation}")
+            prompt = ""
+            if prompt_sensitive:  # few-shot turns, system prompt, prefill; not the fact's
+                lead = (request.prefill or "").replace(fact.object, "")
+                prompt = stable_hash([*(m.content for m in request.messages[:-1]), lead])
+            rng = random.Random(f"{seed}:{fact.id}{prompt}")
+            habit = random.Random(f"{seed}:{fact.relation}{prompt}")
             kind = habit.choice(list(kinds))
         else:
             rng = random.Random(f"{seed}:{fact.id}:{request.params.seed}:{request.sample}")
@@ -96,7 +107,10 @@ def noisy_rules_teacher(
 
     relations = {name: r.to_dict() for name, r in world.relations.items()}
     teacher = RulesTeacher(
-        reply, fingerprint=stable_hash(["probe-noisy-rules", relations, rate, seed, list(kinds)])
+        reply,
+        fingerprint=stable_hash(
+            ["probe-noisy-rules", relations, rate, seed, list(kinds), systematic, prompt_sensitive]
+        ),
     )
     teacher.name = f"rules+{rate:.0%} {'systematic' if systematic else 'random'} errors"
     return teacher

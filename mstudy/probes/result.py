@@ -136,8 +136,13 @@ class ProbeResult:
             f"Teacher {self.teacher}: yield {t['yield']:.0%} ({t['facts_with_reversal']}/"
             f"{t['facts']} facts got an accepted reversal), precision {t['precision']:.0%} "
             f"({t['true']}/{t['facts_with_reversal']} true in the world); "
-            f"{t['requests']} requests, {t['rounds']} round(s) of sampling. "
-            f"Paraphrase control: {p['used']} paraphrases for {p['wanted']} reversals "
+            f"{t['requests']} requests, {t['rounds']} round(s) of sampling"
+            + (
+                f", {t['round_trip_requests']} round-trip requests. "
+                if t.get("round_trip_requests")
+                else ". "
+            )
+            + f"Paraphrase control: {p['used']} paraphrases for {p['wanted']} reversals "
             f"({p['used'] - p['from_rules']} by the teacher, {p['from_rules']} by rule).",
             "Time (wall, with this process's CPU time in brackets): "
             + ", ".join(f"{k} {v['wall']:.1f}s [{v['cpu']:.1f}s]" for k, v in self.times.items())

@@ -9,13 +9,16 @@ itself:
    (swapped roles, dangling clauses and added claims are rejected against the source);
 2. a candidate whose roles ``role_check`` *confirms* against the source (``kept``: a passive
    with the subject as agent, the object's possessive, a relative clause) is selected;
-3. otherwise a candidate that uses a form of the source's relation but whose roles the check
+3. a candidate whose roles the check could not settle but that the teacher, restating it
+   back subject-first, turned into its source again (``round trip``:
+   :class:`~mstudy.filters.roundtrip.RoundTrip`) is selected next;
+4. otherwise a candidate that uses a form of the source's relation but whose roles the check
    can neither confirm nor deny (``unknown``) is selected only when at least
    ``min_agreement`` samples of the *same* fact agree on its pattern;
-4. a candidate with no word of the source's relation (``ungrounded``: ``B is the apprentice
-   of A``, true, and ``B owes its existence to A``, vague, alike) cannot be verified and is
-   not selected;
-5. agreement across facts only breaks ties.
+5. a candidate with no word of the source's relation (``ungrounded``: ``B is the apprentice
+   of A``, true, and ``B owes its existence to A``, vague, alike) and no round trip cannot be
+   verified and is not selected;
+6. agreement across facts only breaks ties.
 
 Nothing here looks at the world's answer key.
 """
@@ -36,7 +39,7 @@ def select_verified(
     """Keep at most one verified reversal per fact.
 
     Returns (fact id -> chosen candidate, fact id -> why none was chosen, fact id -> the
-    evidence the chosen one had: ``"role check"`` or ``"samples agree"``).
+    evidence the chosen one had: ``"role check"``, ``"round trip"`` or ``"samples agree"``).
     """
     by_fact: dict[str, list[Candidate]] = defaultdict(list)
     for candidate in candidates:
@@ -53,12 +56,15 @@ def select_verified(
 
         def rank(c: Candidate, agree: Counter[str] = agree) -> tuple[int, int, int, int]:
             votes = agree[c.pattern] if c.pattern else 0
-            return (c.check == "kept", votes, support[c.group][c.pattern], -c.sample)
+            verified = 2 if c.check == "kept" else int(c.check == "round trip")
+            return (verified, votes, support[c.group][c.pattern], -c.sample)
 
         best = max(items, key=rank)
         votes = agree[best.pattern] if best.pattern else 0
         if best.check == "kept":
             chosen[fact_id], evidence[fact_id] = best, "role check"
+        elif best.check == "round trip":
+            chosen[fact_id], evidence[fact_id] = best, "round trip"
         elif best.check == "unknown" and votes >= min_agreement:
             chosen[fact_id], evidence[fact_id] = best, "samples agree"
         else:

@@ -18,16 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from mstudy.filters.roles import RoleCheck, role_verdict
+from mstudy.filters.roundtrip import RoundTrip
 from mstudy.interfaces import Teacher
 from mstudy.probes.defaults import DEFAULTS
 from mstudy.probes.preflight import check_world_run
 from mstudy.probes.progress import Times, say, timer
-from mstudy.probes.prompts import probe_paraphrase, probe_reverse
+from mstudy.probes.prompts import (
+    probe_paraphrase,
+    probe_reverse,
+    reverse_examples,
+    reverse_lead,
+    statement_shape,
+)
 from mstudy.probes.rules import Candidate, RulesTeacher, group_key, rules_teacher
 from mstudy.probes.selection import select_verified
 from mstudy.probes.study_calls import paraphrase_filters, records, reversal_filters, run_study
 from mstudy.probes.world import Fact, World
-from mstudy.records import Rejection
+from mstudy.records import Example, Rejection
 
 __all__ = ["PARAPHRASE_EXTRA_ROUNDS", "StudyOutcome", "round_temperature", "study_world"]
 
@@ -58,6 +65,40 @@ def _count(reasons: dict[str, int], rejected: Sequence[Rejection]) -> None:
         reasons[key] = reasons.get(key, 0) + 1
 
 
+def _by_shape(world: World, facts: Sequence[Fact]) -> dict[str, list[Fact]]:
+    """The facts grouped by statement shape (:func:`~mstudy.probes.prompts.statement_shape`),
+    each group asked with its own few-shot examples."""
+    groups: dict[str, list[Fact]] = {}
+    for f in facts:
+        groups.setdefault(statement_shape(world.statement(f), f.subject, f.object), []).append(f)
+    return groups
+
+
+def _round_trip(
+    check: RoundTrip, roles: RoleCheck, accepted: Sequence[Example]
+) -> tuple[list[Example], list[Rejection], int]:
+    """The accepted reversals whose roles the role check could not settle (``unknown``,
+    ``ungrounded``) restated back by the teacher (:class:`~mstudy.filters.roundtrip.RoundTrip`):
+    (kept, rejected, teacher calls). The others pass untouched."""
+    unsettled: list[Example] = []
+    kept: list[Example] = []
+    for ex in accepted:
+        source = str(ex.fields.get("input", ""))
+        subject, obj = str(ex.fields.get("subject", "")), str(ex.fields.get("object", ""))
+        reading = role_verdict(source, ex.text, subject, obj, agents=roles.agents_for(source))
+        (unsettled if reading.reading in ("unknown", "ungrounded") else kept).append(ex)
+    if not unsettled:
+        return kept, [], 0
+    lost: list[Rejection] = []
+    calls = len({check.request(ex, ex.text, str(ex.fields["subject"])).key for ex in unsettled})
+    for verdict in check.check_many(unsettled):
+        if isinstance(verdict, Example):
+            kept.append(verdict)
+        else:
+            lost.append(verdict)
+    return kept, lost, calls
+
+
 def _reversal_rounds(
     world: World,
     teacher: Teacher,
@@ -69,6 +110,8 @@ def _reversal_rounds(
     min_agreement: int,
     prefill: bool,
     cache: str | Path | None,
+    retry_prompts: bool = True,
+    round_trip: RoundTrip | None = None,
 ) -> tuple[dict[str, Candidate], list[Candidate], dict[str, Any]]:
     """Sample reversals in rounds (a round asks only the facts still without a selected one);
     filter each (:func:`~mstudy.probes.study_calls.reversal_filters`); select by evidence from
@@ -82,23 +125,33 @@ def _reversal_rounds(
     dropped: dict[str, str] = {}
     evidence: dict[str, str] = {}
     reasons: dict[str, int] = {}
-    requests = rounds = 0
+    requests = rounds = round_trips = 0
     for round_ in range(samples):
         todo = [f for f in world.facts if f.id not in chosen]
         if not todo:
             break
         rounds += 1
-        strategy = probe_reverse(
-            seed=seed * 1000 + round_,
-            temperature=round_temperature(round_),
-            max_new_tokens=max_new_tokens,
-            prefill=prefill,
-        )
         say(progress, f"teacher: reversal round {round_ + 1} of {samples}, {len(todo)} facts")
-        accepted, rejected, sent = run_study(
-            teacher, strategy, filters, records(world, todo), progress, cache
-        )
+        accepted: list[Example] = []
+        rejected: list[Rejection] = []
+        sent = 0
+        for shape, group in _by_shape(world, todo).items():
+            strategy = probe_reverse(
+                seed=seed * 1000 + round_,
+                temperature=round_temperature(round_),
+                max_new_tokens=max_new_tokens,
+                prefill=prefill,
+                examples=reverse_examples(shape, round_ if retry_prompts else 0),
+                lead=reverse_lead(shape, round_ if retry_prompts else 0),
+            )
+            got, lost, n = run_study(
+                teacher, strategy, filters, records(world, group), progress, cache
+            )
+            accepted, rejected, sent = [*accepted, *got], [*rejected, *lost], sent + n
         requests += sent
+        if round_trip is not None:
+            accepted, lost, n = _round_trip(round_trip, roles, accepted)
+            rejected, round_trips = [*rejected, *lost], round_trips + n
         _count(reasons, rejected)
         for r in rejected:
             text = (r.row or {}).get("text")
@@ -120,9 +173,10 @@ def _reversal_rounds(
             reading = role_verdict(
                 source, ex.text, fact.subject, fact.object, agents=roles.agents_for(source)
             )
-            candidates.append(
-                Candidate(fact, ex.text, round_, group_key(world, fact), reading.reading)
+            check = (
+                "round trip" if isinstance(ex.fields.get("round_trip"), str) else reading.reading
             )
+            candidates.append(Candidate(fact, ex.text, round_, group_key(world, fact), check))
         chosen, dropped, evidence = select_verified(candidates, min_agreement=min_agreement)
     reasons["selection: unverified"] = len(dropped)
     return (
@@ -130,6 +184,7 @@ def _reversal_rounds(
         candidates,
         {
             "requests": requests,
+            "round_trip_requests": round_trips,
             "rounds": rounds,
             "rejections": reasons,
             "evidence": evidence,
@@ -216,6 +271,8 @@ def study_world(
     min_agreement: int = 2,
     progress: bool = False,
     cache: str | Path | None = None,
+    retry_prompts: bool = True,
+    round_trip: bool = True,
 ) -> StudyOutcome:
     """Check the world end to end (:func:`~mstudy.probes.preflight.check_world_run`, before
     any teacher call), then run its forward statements through the teacher's studies.
@@ -224,6 +281,13 @@ def study_world(
     when the role check cannot confirm it (see
     :func:`~mstudy.probes.selection.select_verified`; 1 keeps every filtered reversal).
     ``cache``: a call cache for the teacher's studies (default none: every call is made).
+    ``retry_prompts``: the rounds after the first ask the facts still without a verified
+    reversal with other few-shot examples (:data:`~mstudy.probes.prompts.RETRY_EXAMPLES`), not
+    only at a higher temperature (``False``: every round with the first round's examples).
+    ``round_trip``: the reversals the role check can neither confirm nor deny are restated
+    back subject-first by the teacher and kept only when that gives the source back
+    (:class:`~mstudy.filters.roundtrip.RoundTrip`; not for the rules teacher, whose
+    reversals are the world's own templates).
     """
     times: Times = {}
     with timer(times, "world check"):
@@ -246,6 +310,12 @@ def study_world(
             min_agreement=min_agreement,
             prefill=prefill,
             cache=cache,
+            retry_prompts=retry_prompts,
+            round_trip=(
+                RoundTrip(teacher=model, readings=(), cache=cache)
+                if round_trip and prefill
+                else None
+            ),
         )
     reversed_facts = [f for f in world.facts if f.id in chosen]
     with timer(times, "teacher paraphrases"):
@@ -279,11 +349,13 @@ def study_world(
         "selected": selected,
         "all_reversals": everything,
         "selected_by": {
-            k: sum(1 for v in evidence.values() if v == k) for k in ("role check", "samples agree")
+            k: sum(1 for v in evidence.values() if v == k)
+            for k in ("role check", "round trip", "samples agree")
         },
         "candidates_before_selection": len(candidates),
         "after_filters": _truth_counts(world, candidates),
         "requests": rstats["requests"],
+        "round_trip_requests": rstats["round_trip_requests"],
         "call_cache": str(cache) if cache is not None else None,
         "rounds": rstats["rounds"],
         "rejections": rstats["rejections"],
