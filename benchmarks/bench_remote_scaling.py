@@ -185,6 +185,7 @@ def say(text: str) -> None:
 
 def bench_windows(args: argparse.Namespace) -> None:
     windows = [int(x) for x in args.windows.split(",")]
+    load_at_start = load_average()
     with servers(args.base_url, 1) as (url,):
         run_teacher([url], args.model, make_requests(8, args.max_tokens), 8)  # warm-up
         rows = []
@@ -213,7 +214,8 @@ def bench_windows(args: argparse.Namespace) -> None:
         wall = sum(r["wall"] for r in rs)
         return tokens / wall, statistics.median(r["p95"] for r in rs)
 
-    print(f"\nmax {args.max_tokens} new tokens, model {args.model!r}, one server\n")
+    print(f"\nmax {args.max_tokens} new tokens, model {args.model!r}, one server")
+    print(f"load average at start {load_at_start}, at the end {load_average()}\n")
     print(
         "| window | requests | teacher tok/s | teacher p95 s | plain tok/s | plain p95 s"
         " | teacher / plain |"

@@ -73,6 +73,12 @@ PrefillMode = Literal["continue", "assistant"]
 Concurrency = int | Literal["adaptive"] | tuple[int, int]
 _T = TypeVar("_T")
 
+KEEPALIVE_EXPIRY = 3.0
+"""Seconds an idle pooled connection is kept. Under the 5 s after which uvicorn (vLLM's,
+SGLang's server) closes an idle one: with httpx's default of 5 s too, a connection idle for
+about 5 s was reused just as the server closed it, and the request failed ("server
+disconnected") and waited out a retry; most often at large windows, where many connections
+idle at the end of a burst or while the window shrinks."""
 ADAPTIVE_BOUNDS = (1, 256)
 """``concurrency="adaptive"``: the window's bounds per server."""
 # Failures that say "slow down" to the adaptive window (on top of timeouts).
@@ -543,7 +549,9 @@ class RemoteTeacher:
             connections = self._bounds[1] * len(self._servers)
             self._http = httpx2.AsyncClient(
                 limits=httpx2.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
+                    max_connections=connections,
+                    max_keepalive_connections=connections,
+                    keepalive_expiry=KEEPALIVE_EXPIRY,
                 ),
                 follow_redirects=True,
                 timeout=self.timeout,
