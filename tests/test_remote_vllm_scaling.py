@@ -71,10 +71,10 @@ def vllm_url() -> Iterator[str]:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="issue 20, open: the law now passes simulated servers of every shape "
-    "(tests/test_remote_adaptive.py), but on this server, under load, the slow start saw the "
-    "doubling 16 -> 32 pay less than 19% while fixed 64 made 1.4x fixed 32 (0.63x of the best "
-    "fixed window; docs/teachers.md#benchmarks); not yet met here",
+    reason="issue 20: passed 2 of 2 runs here with the throughput check (1.00x and 0.93x of "
+    "the best fixed window; backed off under load both times), but the windows benchmark on "
+    "the same server under heavier load (load average 8-12, a 96-request learning pass) "
+    "settled at 0.63x: not yet shown reliable enough to fail CI on",
 )
 def test_adaptive_settles_near_the_best_fixed_window_and_backs_off_under_load(
     vllm_url: str,
