@@ -26,8 +26,10 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import os
 import pstats
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -72,14 +74,17 @@ def run_teacher(
 ) -> dict[str, Any]:
     """One pass through a fresh RemoteTeacher: wall, output tokens, p95, per-server stats."""
     with RemoteTeacher(model, base_url=urls, concurrency=window, timeout=600) as teacher:
+        # Started (its loop thread and connection pool made) before the clock starts, as the
+        # plain client's pool is: a run starts a teacher once, not once per request.
+        teacher._ensure_started()
         return teacher_pass(teacher, requests)
 
 
 def teacher_pass(teacher: RemoteTeacher, requests: Sequence[Request]) -> dict[str, Any]:
     teacher.endpoint_stats(reset=True)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     completions = list(teacher.generate(requests))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     bad = [c.error for c in completions if not c.ok]
     if bad:
         raise SystemExit(f"{len(bad)} requests failed, first: {bad[0]}")
@@ -87,6 +92,7 @@ def teacher_pass(teacher: RemoteTeacher, requests: Sequence[Request]) -> dict[st
     latencies_p95 = max(s.latency_p95_s for s in stats)
     return {
         "wall": wall,
+        "cpu": cpu,
         "tokens": sum(c.completion_tokens for c in completions),
         "p95": latencies_p95,
         "servers": stats,
@@ -129,10 +135,16 @@ def run_plain(url: str, model: str, requests: Sequence[Request], window: int) ->
                     latencies.append(time.monotonic() - started)
                     tokens += int(response.json()["usage"]["completion_tokens"])
 
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(one(r) for r in requests))
-            wall = time.perf_counter() - started
-            return {"wall": wall, "tokens": tokens, "p95": p95(latencies), "latencies": latencies}
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+            return {
+                "wall": wall,
+                "cpu": cpu,
+                "tokens": tokens,
+                "p95": p95(latencies),
+                "latencies": latencies,
+            }
 
     return asyncio.run(main())
 
@@ -173,6 +185,7 @@ def say(text: str) -> None:
 
 def bench_windows(args: argparse.Namespace) -> None:
     windows = [int(x) for x in args.windows.split(",")]
+    load_at_start = load_average()
     with servers(args.base_url, 1) as (url,):
         run_teacher([url], args.model, make_requests(8, args.max_tokens), 8)  # warm-up
         rows = []
@@ -201,7 +214,8 @@ def bench_windows(args: argparse.Namespace) -> None:
         wall = sum(r["wall"] for r in rs)
         return tokens / wall, statistics.median(r["p95"] for r in rs)
 
-    print(f"\nmax {args.max_tokens} new tokens, model {args.model!r}, one server\n")
+    print(f"\nmax {args.max_tokens} new tokens, model {args.model!r}, one server")
+    print(f"load average at start {load_at_start}, at the end {load_average()}\n")
     print(
         "| window | requests | teacher tok/s | teacher p95 s | plain tok/s | plain p95 s"
         " | teacher / plain |"
@@ -338,30 +352,86 @@ def client_latencies(
 
 def bench_overhead(args: argparse.Namespace) -> None:
     """The client's own cost, apart from any model: the teacher and the plain client against
-    the test stub (tests/openai_stub.py) answering every request after a fixed delay, so
-    the ideal is ``requests * delay / window`` seconds; the rest is the client's."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from openai_stub import StubServer
-
+    the test stub (tests/openai_stub.py, in a process of its own so that it does not take the
+    clients' interpreter lock) answering every request after a fixed delay, so the ideal is
+    ``requests * delay / window`` seconds; the rest is the client's. Each window runs
+    plain, teacher, teacher, plain (A-B-B-A); the ratio is of the summed walls."""
     delay = args.delay
-    print("\n| window | requests | ideal s | plain s | teacher s | teacher / plain |")
-    print("|---|---:|---:|---:|---:|---:|")
-    with StubServer(("smollm2",)) as stub:
-        stub.default_directives = f"@delay={delay}"
+    say(f"load average before: {load_average()}")
+    print(f"\nstub delay {delay:g} s, load average at start {load_average()}\n")
+    print(
+        "| window | requests | ideal s | plain s | teacher s | teacher / plain"
+        " | plain CPU ms/req | teacher CPU ms/req |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    with stub_process(delay) as url:
+        run_plain(url, "smollm2", make_requests(16, 8), 4)  # warm-up
         for window in [int(x) for x in args.windows.split(",")]:
             count = max(40, 20 * window)
             requests = make_requests(count, 8)
-            walls: dict[str, list[float]] = {"plain": [], "teacher": []}
-            for who in ("plain", "teacher", "teacher", "plain"):
+            rows: dict[str, list[dict[str, Any]]] = {"plain": [], "teacher": []}
+            for who in ("plain", "teacher", "teacher", "plain") * args.rounds:
                 if who == "plain":
-                    walls[who].append(run_plain(stub.url, "smollm2", requests, window)["wall"])
+                    row = run_plain(url, "smollm2", requests, window)
                 else:
-                    walls[who].append(run_teacher([stub.url], "smollm2", requests, window)["wall"])
-            plain, teacher = min(walls["plain"]), min(walls["teacher"])
+                    row = run_teacher([url], "smollm2", requests, window)
+                rows[who].append(row)
+                say(f"  {who:<8} N={window:<3} {row['wall']:.2f} s, CPU {row['cpu']:.2f} s")
+            wall = {who: sum(r["wall"] for r in rs) / len(rs) for who, rs in rows.items()}
+            cpu = {
+                who: 1000 * sum(r["cpu"] for r in rs) / len(rs) / count for who, rs in rows.items()
+            }
             print(
-                f"| {window} | {count} | {count * delay / window:.2f} | {plain:.2f} |"
-                f" {teacher:.2f} | {plain / teacher:.2f}x |"
+                f"| {window} | {count} | {count * delay / window:.2f} | {wall['plain']:.2f} |"
+                f" {wall['teacher']:.2f} | {wall['plain'] / wall['teacher']:.2f}x |"
+                f" {cpu['plain']:.2f} | {cpu['teacher']:.2f} |"
             )
+    print(f"\nload average at the end {load_average()}")
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "n/a"
+
+
+_STUB_MAIN = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import openai_stub
+from openai_stub import StubServer
+# Headers and body go out in two writes: without this, Nagle's algorithm and the client's
+# delayed ACK add ~40 ms to every answer, and the stub, not the client, sets the pace.
+openai_stub._Handler.disable_nagle_algorithm = True
+with StubServer(("smollm2",)) as stub:
+    stub.default_directives = "@delay=" + sys.argv[2]
+    print(stub.url, flush=True)
+    sys.stdin.read()  # until the parent closes it
+"""
+
+
+@contextlib.contextmanager
+def stub_process(delay: float) -> Iterator[str]:
+    """The test stub in a child process, answering after ``delay`` seconds; its URL."""
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STUB_MAIN, tests, repr(delay)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        yield child.stdout.readline().strip()
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def server_e2e(metrics_url: str) -> tuple[float, float]:
@@ -386,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--windows", default="1,8,32,64")
     parser.add_argument("--repeats", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--rounds", type=int, default=1, help="overhead: A-B-B-A rounds")
     parser.add_argument("--delay", type=float, default=0.05, help="overhead: the stub's delay")
     args = parser.parse_args(argv)
     benches = {

@@ -71,9 +71,10 @@ def vllm_url() -> Iterator[str]:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="issue 20, open: on a quiet 2-core machine the adaptive window settled at 22-32 "
-    "(146 tok/s) while the fixed window of 64 made 197 tok/s (0.74x); measured and reported, "
-    "not yet met",
+    reason="issue 20: passed 2 of 2 runs here with the throughput check (1.00x and 0.93x of "
+    "the best fixed window; backed off under load both times), but the windows benchmark on "
+    "the same server under heavier load (load average 8-12, a 96-request learning pass) "
+    "settled at 0.63x: not yet shown reliable enough to fail CI on",
 )
 def test_adaptive_settles_near_the_best_fixed_window_and_backs_off_under_load(
     vllm_url: str,
@@ -81,7 +82,9 @@ def test_adaptive_settles_near_the_best_fixed_window_and_backs_off_under_load(
     curve = {n: fixed(vllm_url, n, requests(48)) for n in (8, 32, 64)}
     best = max(curve.values())
     with RemoteTeacher(SERVED_NAME, base_url=vllm_url, concurrency="adaptive", timeout=600) as t:
-        throughput(t, requests(64, offset=100))  # learns the server
+        # learns the server: slow start from 4 to a knee at 64 or more takes about 100
+        # answers (epochs of half a window, and the answers of the previous window dropped)
+        throughput(t, requests(128, offset=100))
         settled = throughput(t, requests(48, offset=200))
         calm = t.endpoint_stats()[0].window
         sys.stderr.write(f"\nfixed {curve}, adaptive settled {settled:.0f} tok/s, {calm}\n")

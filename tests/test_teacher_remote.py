@@ -107,6 +107,22 @@ def test_generate_is_lazy_over_an_infinite_stream(stub: StubServer) -> None:
         assert next(iter(teacher.generate([req("again")]))).text == "again"
 
 
+def test_closing_the_generator_early_stops_what_is_left(stub: StubServer) -> None:
+    """The Study closes the generator when its budget is spent: nothing more goes out, and
+    what was in flight is dropped, not left running against the server."""
+    requests = [req(f"item {i} @delay=0.3") for i in range(60)]
+    with make(stub, concurrency=4) as teacher:
+        stream = teacher.generate(requests)
+        first = [next(stream) for _ in range(5)]
+        stream.close()
+        time.sleep(0.1)  # what was on the wire at the close arrives
+        sent_at_close = len(stub.requests)
+        time.sleep(0.8)  # long enough for two more rounds, were any going out
+        assert len(stub.requests) == sent_at_close <= 8 + 4  # two rounds answered, one out
+        assert all(c.ok for c in first)
+        assert [c.text for c in teacher.generate([req("after")])] == ["after"]
+
+
 def test_works_inside_a_running_event_loop(stub: StubServer) -> None:
     requests = [req(f"loop {i}") for i in range(6)]
 

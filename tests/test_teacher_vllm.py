@@ -69,6 +69,10 @@ def vllm_server(
         "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "bfloat16", "--max-model-len", "2048",
         "--served-model-name", SERVED_NAME, "--enforce-eager",
+        # Chunked prefill splits a prompt when many arrive at once (~64 here); the CPU build
+        # then rewinds a seeded request's generator, which CPU generators cannot do, and the
+        # engine dies ("CPU Generator does not use offset"). mstudy seeds every request.
+        "--no-enable-chunked-prefill",
     ]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mstudy-vllm-") as tmp:
         log_path = Path(tmp) / "server.log"

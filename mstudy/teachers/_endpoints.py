@@ -213,21 +213,24 @@ class Dispatcher:
     def wake(self) -> None:
         """Hand free slots to the waiters, oldest first (one that fits nothing keeps its turn
         only for servers it can use)."""
-        while self._waiters:
-            handed = False
-            for entry in list(self._waiters):
-                future, avoid = entry
-                if future.done():
-                    self._waiters.remove(entry)
-                    continue
-                server = self._pick(avoid)
-                if server is not None:
-                    self._waiters.remove(entry)
-                    future.set_result(self._take(server))
-                    handed = True
-                    break
-            if not handed:
-                break
+        # Waiters that avoid the same server fit the same servers: once one of them found
+        # none, the others are not asked again (a wake costs O(servers), not O(waiters)).
+        full: set[Server] = set()
+        for entry in list(self._waiters):
+            future, avoid = entry
+            if future.done():
+                self._waiters.remove(entry)
+                continue
+            if avoid in full:
+                continue
+            server = self._pick(avoid)
+            if server is None:
+                if avoid is None:
+                    break  # no server has room at all (room does not depend on ``avoid``)
+                full.add(avoid)
+                continue
+            self._waiters.remove(entry)
+            future.set_result(self._take(server))
         self._arm()
 
     def _arm(self) -> None:

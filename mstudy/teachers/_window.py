@@ -10,15 +10,25 @@
    not pay, the window goes to the geometric middle of the last two (the knee lies between
    them), and the per-token latency of the smaller one, plus :data:`LATENCY_TOLERANCE`,
    becomes the latency target.
-2. **Steady state (AIMD on latency).** Each epoch the window grows by 10% (at least 1) while
-   per-token latency stays under the target, and shrinks by 20% when it climbs above it
-   (another client loads the server). When three cuts in a row did not bring latency down,
-   the climb is not ours: the target is re-based on the latency now.
+2. **Steady state (AIMD on latency, with a throughput check).** Each epoch the window grows
+   by 10% (at least 1) while per-token latency stays under the target. When latency climbs
+   above it, the law asks whether the climb paid: if the window holds at least 20% more in
+   flight than the epoch the target came from, and throughput grew with it at elasticity
+   :data:`PROBE_ELASTICITY` or more, the climb is ours and worth it (a server that scales
+   sublinearly, such as a CPU engine whose per-token latency grows with every batch): the
+   target is re-based there and the window keeps growing. Otherwise (past the knee, or
+   another client loads the server: our throughput did not rise) it shrinks by 20%. When
+   three cuts in a row did not bring latency down, the climb is not ours: the target is
+   re-based on the latency now. Without the check, one noisy slow-start epoch (or an early
+   overload) left the target at a small window's latency and held the window below the
+   knee for good.
 
 At any time a 429/503/529 or a timeout halves the window at once (at most once per epoch).
 
-An epoch is ``max(MIN_SAMPLES, window)`` answers to requests sent after the window last
-changed (about one round trip), so each measurement sees one window. Per request: latency
+An epoch is ``max(MIN_SAMPLES, window / 2)`` answers to requests sent after the window last
+changed (about half a round trip: each request's own mean in flight is measured, so half a
+round is enough, and slow start reaches a large knee in half the requests), so each
+measurement sees one window. Per request: latency
 per output token, and the mean number in flight over its life; the epoch's throughput
 estimate is Little's law, ``in flight / latency per token``. Latency per token, not per
 request, so that a run whose replies vary in length (one word next to a story) reads the
@@ -50,6 +60,11 @@ GROW = 0.10
 SHRINK = 0.80
 OVERLOAD = 0.50
 STALE_CUTS = 3
+PROBE_STEP = math.log(1.2)
+"""In flight must have grown this much (log) over the target's epoch to judge a latency rise."""
+PROBE_ELASTICITY = 0.15
+"""A latency rise past the target is kept (the target re-based) while throughput grows at
+least this fast with the window: a doubling buys >= 11% more."""
 MAX_POINTS = 256
 """Window changes kept in a trace's series (older ones are thinned out)."""
 
@@ -148,6 +163,7 @@ class AdaptiveWindow:
         """Seconds per output token the steady state keeps under (None in slow start)."""
         self._samples: list[tuple[float, int, float]] = []
         self._previous: _Epoch | None = None
+        self._reference: _Epoch | None = None  # the epoch the latency target was taken from
         self._cuts: list[_Epoch] = []  # epochs that ended in a latency cut, in a row
         self._cut_this_epoch = False
 
@@ -160,7 +176,7 @@ class AdaptiveWindow:
         if epoch != self.epoch or not (latency > 0 and math.isfinite(latency)):
             return False
         self._samples.append((latency, max(1, tokens), max(1.0, in_flight)))
-        if len(self._samples) < max(MIN_SAMPLES, self.limit):
+        if len(self._samples) < max(MIN_SAMPLES, (self.limit + 1) // 2):
             return False
         samples, self._samples = self._samples, []
         total_latency = sum(s[0] for s in samples)
@@ -190,7 +206,7 @@ class AdaptiveWindow:
             if step < 0.1:  # in flight did not grow: at the upper bound, or measure again
                 if self.limit >= self.high:
                     self.slow_start = False
-                    self.target = now.latency * (1 + LATENCY_TOLERANCE)
+                    self._rebase(now)
                 return False
             elasticity = math.log(now.throughput / previous.throughput) / step
             if elasticity >= MIN_ELASTICITY:
@@ -198,21 +214,44 @@ class AdaptiveWindow:
             # The last doubling did not pay: the knee lies between the two windows. Go to
             # their geometric middle; the steady state explores from there.
             self.slow_start = False
-            self.target = previous.latency * (1 + LATENCY_TOLERANCE)
+            self._rebase(previous)
             return self._set(self._size / math.sqrt(2))
-        if self.target is None:  # left slow start on an overload: the first steady epoch
-            self.target = now.latency * (1 + LATENCY_TOLERANCE)
+        if self._reference is None:  # left slow start on an overload: the first steady epoch
+            self._rebase(now)
+        assert self._reference is not None and self.target is not None
         if now.latency > self.target:
+            if self._paid(now, self._reference):
+                # Latency rose with our own window and bought throughput for it: the knee is
+                # further up (a server that scales sublinearly). Measure from here.
+                self._rebase(now)
+                self._cuts.clear()
+                return False if app_limited else self._grow()
             self._cuts.append(now)
             if len(self._cuts) > STALE_CUTS and now.latency >= 0.9 * self._cuts[0].latency:
-                self.target = now.latency * (1 + LATENCY_TOLERANCE)  # not our doing
+                self._rebase(now)  # not our doing: the server got slower for everyone
                 self._cuts.clear()
                 return False
             return self._set(self._size * SHRINK)
         self._cuts.clear()
         if app_limited:
             return False
+        return self._grow()
+
+    def _grow(self) -> bool:
         return self._set(self._size + max(1.0, self._size * GROW))
+
+    def _rebase(self, reference: _Epoch) -> None:
+        self._reference = reference
+        self.target = reference.latency * (1 + LATENCY_TOLERANCE)
+
+    @staticmethod
+    def _paid(now: _Epoch, reference: _Epoch) -> bool:
+        """Whether ``now`` holds clearly more in flight than ``reference`` and its throughput
+        grew with it at least :data:`PROBE_ELASTICITY` fast (log-log)."""
+        step = math.log(now.in_flight / reference.in_flight)
+        if step < PROBE_STEP:
+            return False
+        return math.log(now.throughput / reference.throughput) / step >= PROBE_ELASTICITY
 
     def _set(self, size: float) -> bool:
         self._size = min(float(self.high), max(float(self.low), size))

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import email.utils
+import itertools
 import json
 import logging
 import math
@@ -46,14 +46,15 @@ import os
 import queue
 import random
 import re
+import sys
 import threading
 import time
 import urllib.request
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from mstudy._hashing import stable_hash
@@ -70,7 +71,14 @@ logger = logging.getLogger(__name__)
 
 PrefillMode = Literal["continue", "assistant"]
 Concurrency = int | Literal["adaptive"] | tuple[int, int]
+_T = TypeVar("_T")
 
+KEEPALIVE_EXPIRY = 3.0
+"""Seconds an idle pooled connection is kept. Under the 5 s after which uvicorn (vLLM's,
+SGLang's server) closes an idle one: with httpx's default of 5 s too, a connection idle for
+about 5 s was reused just as the server closed it, and the request failed ("server
+disconnected") and waited out a retry; most often at large windows, where many connections
+idle at the end of a burst or while the window shrinks."""
 ADAPTIVE_BOUNDS = (1, 256)
 """``concurrency="adaptive"``: the window's bounds per server."""
 # Failures that say "slow down" to the adaptive window (on top of timeouts).
@@ -116,9 +124,6 @@ class _Outcome:
     completion: Completion
     suspect: bool = False
     down: str | None = None
-
-
-_Future = concurrent.futures.Future[_Outcome]
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -197,6 +202,15 @@ def _join(url: str, path: str) -> str:
     """``url`` with ``path`` appended to its path (its query kept)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, ""))
+
+
+async def _within(call: Awaitable[_T], seconds: float) -> _T:
+    """``call``'s result, or TimeoutError after ``seconds`` (no task of its own, unlike
+    ``asyncio.wait_for`` before Python 3.12: that one is a task and a timer per request)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await call
+    return await asyncio.wait_for(call, seconds)  # pragma: no cover - Python 3.10
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -535,7 +549,9 @@ class RemoteTeacher:
             connections = self._bounds[1] * len(self._servers)
             self._http = httpx2.AsyncClient(
                 limits=httpx2.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
+                    max_connections=connections,
+                    max_keepalive_connections=connections,
+                    keepalive_expiry=KEEPALIVE_EXPIRY,
                 ),
                 follow_redirects=True,
                 timeout=self.timeout,
@@ -590,69 +606,69 @@ class RemoteTeacher:
 
         Pulls requests lazily (at most twice the servers' windows ahead of what was yielded)
         and keeps each server's window full. Raises TeacherError when the servers look down;
-        requests
-        that failed for good on what looked like an outage are then not yielded at all (see
-        the module docstring), while answers already received are.
+        requests that failed for good on what looked like an outage are then not yielded at
+        all (see the module docstring), while answers already received are.
+
+        The caller's thread and the loop's thread meet in batches, not once per request:
+        requests go over in chunks (one wake-up of the loop each), and the loop hands back
+        every answer that came in during one turn of it at once (one wake-up of the caller).
         """
         loop = self._ensure_started()
-        source = iter(requests)
-        done: queue.SimpleQueue[_Future] = queue.SimpleQueue()
-        pending: set[_Future] = set()
-        held: list[Completion] = []  # suspect failures, until the server answers again
         dispatch = self._dispatch
         assert dispatch is not None
+        run = _Run(self, loop)
+        source = iter(requests)
         exhausted = False
+        sent = yielded = received = 0
+        held: list[Completion] = []  # suspect failures, until the server answers again
+
+        def top_up(least: int) -> None:
+            """Send the loop what it may have ahead now, if that is at least ``least``."""
+            nonlocal exhausted, sent
+            room = 2 * dispatch.capacity() - (sent - yielded)
+            if exhausted or room < max(1, least):
+                return
+            chunk: list[Request] = []
+            for request in itertools.islice(source, room):
+                chunk.append(request)
+            if len(chunk) < room:
+                exhausted = True
+            if chunk:
+                sent += len(chunk)
+                loop.call_soon_threadsafe(run.submit, chunk)
+
         try:
             while True:
-                while not exhausted and len(pending) < 2 * dispatch.capacity():
-                    try:
-                        request = next(source)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    future = asyncio.run_coroutine_threadsafe(self._complete(request), loop)
-                    pending.add(future)
-                    future.add_done_callback(done.put)
-                if not pending:
+                top_up(1)
+                if received == sent:
                     yield from held  # too few in a row to call the server down
                     return
-                future = self._next_done(done)
-                pending.discard(future)
-                outcome = future.result()
-                if outcome.down is not None:
-                    yield from self._already_answered(done, pending)
-                    raise TeacherError(outcome.down)
-                if outcome.suspect:
-                    held.append(outcome.completion)
-                    continue
-                released, held = held, []
-                yield from released
-                yield outcome.completion
+                batch = self._next_batch(run)
+                received += len(batch)
+                for position, outcome in enumerate(batch):
+                    if isinstance(outcome, BaseException):  # a bug on the loop: not hidden
+                        raise outcome
+                    if outcome.down is not None:
+                        yield from _already_answered(batch[position + 1 :], run)
+                        raise TeacherError(outcome.down)
+                    if outcome.suspect:
+                        held.append(outcome.completion)
+                        yielded += 1  # taken off the loop's hands: it counts as yielded
+                        continue
+                    released, held = held, []
+                    yield from released
+                    yielded += 1
+                    yield outcome.completion
+                    # Keep the loop fed while the caller works, a few at a time.
+                    top_up(dispatch.capacity() // 4)
         finally:
-            for future in pending:
-                future.cancel()
+            if received < sent and not loop.is_closed():  # closed early: stop the rest
+                loop.call_soon_threadsafe(run.cancel)
 
-    @staticmethod
-    def _already_answered(
-        done: queue.SimpleQueue[_Future], pending: set[_Future]
-    ) -> Iterator[Completion]:
-        """Completions that are back already and not suspect (the run keeps what it paid for)."""
+    def _next_batch(self, run: _Run) -> list[_Outcome | BaseException]:
         while True:
             try:
-                future = done.get_nowait()
-            except queue.Empty:
-                return
-            pending.discard(future)
-            if future.cancelled() or future.exception() is not None:
-                continue
-            outcome = future.result()
-            if outcome.down is None and not outcome.suspect:
-                yield outcome.completion
-
-    def _next_done(self, done: queue.SimpleQueue[_Future]) -> _Future:
-        while True:
-            try:
-                return done.get(timeout=1.0)
+                return run.out.get(timeout=1.0)
             except queue.Empty:
                 thread = self._thread
                 if thread is None or not thread.is_alive():
@@ -689,8 +705,8 @@ class RemoteTeacher:
                 epoch = server.window.sent()
                 area, started = server.area(), time.monotonic()
                 try:
-                    answer = await asyncio.wait_for(
-                        self._call(server, messages, request, body), timeout=self.timeout
+                    answer = await _within(
+                        self._call(server, messages, request, body), self.timeout
                     )
                     completion = self._to_completion(request, answer, prompt_chars)
                 except asyncio.CancelledError:
@@ -925,6 +941,69 @@ class RemoteTeacher:
         else:
             reason = f"{rule.reason}: {type(exc).__name__}: {str(exc) or type(exc).__name__}"
         return RemoteCallError(self._redact(reason), retryable=rule.retryable, kind=rule.kind)
+
+
+class _Run:
+    """The loop's side of one ``generate`` call: its tasks, and answers handed back in batches.
+
+    Everything here but :attr:`out` runs on the loop's thread. Each finished request is added
+    to a list that goes to :attr:`out` once per turn of the loop, so that the caller's thread
+    wakes once for all the answers of that turn, not once per answer.
+    """
+
+    def __init__(self, teacher: RemoteTeacher, loop: asyncio.AbstractEventLoop) -> None:
+        self._teacher = teacher
+        self._loop = loop
+        self.tasks: set[asyncio.Task[_Outcome]] = set()
+        self.out: queue.SimpleQueue[list[_Outcome | BaseException]] = queue.SimpleQueue()
+        self.closed = False
+        self._ready: list[_Outcome | BaseException] = []
+
+    def submit(self, requests: list[Request]) -> None:
+        if self.closed:
+            return
+        for request in requests:
+            task = self._loop.create_task(self._teacher._complete(request))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[_Outcome]) -> None:
+        self.tasks.discard(task)
+        if self.closed:
+            return
+        item: _Outcome | BaseException
+        if task.cancelled():  # not by us: the teacher was closed under the caller
+            item = TeacherError("RemoteTeacher: closed while requests were on their way")
+        else:
+            item = task.exception() or task.result()
+        if not self._ready:
+            self._loop.call_soon(self._flush)
+        self._ready.append(item)
+
+    def _flush(self) -> None:
+        batch, self._ready = self._ready, []
+        if batch:
+            self.out.put(batch)
+
+    def cancel(self) -> None:
+        """The caller stopped (closed the generator, or raised): drop what is left."""
+        self.closed = True
+        for task in list(self.tasks):
+            task.cancel()
+
+
+def _already_answered(rest: list[_Outcome | BaseException], run: _Run) -> Iterator[Completion]:
+    """Completions that are back already and not suspect (the run keeps what it paid for)."""
+    batches = [rest]
+    while True:
+        try:
+            batches.append(run.out.get_nowait())
+        except queue.Empty:
+            break
+    for batch in batches:
+        for outcome in batch:
+            if isinstance(outcome, _Outcome) and outcome.down is None and not outcome.suspect:
+                yield outcome.completion
 
 
 def _response_format(request: Request) -> dict[str, Any]:
