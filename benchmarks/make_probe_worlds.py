@@ -17,9 +17,9 @@ import random
 import shutil
 from pathlib import Path
 
+from mstudy.probes.common import invented_name
 from mstudy.probes.templates import words
 from mstudy.probes.world_files import load_relations, load_world
-from mstudy.probes.world_generator import _name
 
 SPECS = Path(__file__).parent / "probe_worlds"
 
@@ -36,7 +36,7 @@ def make_world(spec: Path, out: Path, *, facts: int, seed: int) -> Path:
 
     def part() -> str:
         while True:
-            name = _name(rng)
+            name = invented_name(rng)
             folded = name.casefold()
             if any(folded in r for r in reserved) or any(folded in u or u in folded for u in used):
                 continue

@@ -1,10 +1,9 @@
 """Helpers both probes use: spec and fact files, invented names, the run's environment, and
 the per-seed statistics of a result table.
 
-Public copies of what the composition probe used to import privately from the reversal
-probe's modules (``world_files._read_spec`` / ``_read_facts``, ``world_generator._name``,
-``reversal._environment``, ``result``'s seed statistics); each behaves exactly as the
-original, so a world generated or read through either is the same.
+The reversal probe's world files and generator and the composition probe read specs and
+facts, invent names and describe the environment through these, so a world generated or read
+by either is the same.
 """
 
 from __future__ import annotations

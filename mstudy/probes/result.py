@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mstudy.probes.common import seed_range
 from mstudy.probes.progress import Times
 
 __all__ = ["CONDITIONS", "ConditionResult", "ProbeResult"]
@@ -118,9 +119,8 @@ class ProbeResult:
             "|---|---:|---:|---:|",
         ]
         for c in self.conditions:
-            lines.append(
-                f"| {c.label} | {c.extra_statements} | {_fmt(c.forward)} | {_fmt(c.reverse)} |"
-            )
+            forward, reverse = seed_range(c.forward), seed_range(c.reverse)
+            lines.append(f"| {c.label} | {c.extra_statements} | {forward} | {reverse} |")
         lines.append(
             f"| chance (1 / entities of the answer's type) | | {self.chance['forward']:.1%} "
             f"| {self.chance['reverse']:.1%} |"
@@ -159,12 +159,3 @@ class ProbeResult:
 
     def __str__(self) -> str:
         return self.table()
-
-
-def _fmt(values: Sequence[float]) -> str:
-    if not values:
-        return "n/a"
-    s = _stats(values)
-    if len(values) == 1:
-        return f"{s['mean']:.1%}"
-    return f"{s['mean']:.1%} [{s['min']:.0%}-{s['max']:.0%}]"

@@ -26,11 +26,10 @@ number comes from this run.
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
-from typing import Any
 
 from mstudy.interfaces import Teacher
+from mstudy.probes.common import environment
 from mstudy.probes.defaults import DEFAULTS
 from mstudy.probes.errors import ProbeError
 from mstudy.probes.progress import Times, timer
@@ -166,7 +165,7 @@ def run_probe(
         },
         leak_check=data.leak_check,
         times={k: {t: round(x, 2) for t, x in v.items()} for k, v in times.items()},
-        environment=_environment(),
+        environment=environment(),
         reversals=reversal_rows,
         world_data=world.to_dict(),
         training_data={
@@ -176,25 +175,3 @@ def run_probe(
             "scored_gold": [sorted(g) for g in data.gold],
         },
     )
-
-
-def _environment() -> dict[str, Any]:
-    import os
-
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-    }
-    try:
-        import torch
-        import transformers
-
-        info["torch"] = torch.__version__
-        info["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    from mstudy import __version__
-
-    info["mstudy"] = __version__
-    return info

@@ -7,17 +7,15 @@ built-in relations (``data/builtin_relations.toml``) are read by the same
 
 from __future__ import annotations
 
-import json
 import random
-import sys
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mstudy.probes.common import read_facts, read_spec
 from mstudy.probes.errors import WorldError
 from mstudy.probes.world import Fact, Relation, World
-from mstudy.probes.world_checks import check_name
 
 __all__ = [
     "BUILTIN_RELATIONS",
@@ -41,29 +39,6 @@ _RELATION_KEYS = {
     "paraphrases",
 }
 _REQUIRED_KEYS = ("forward", "inverse", "forward_question", "reverse_question")
-_FACT_KEYS = {"id", "subject", "relation", "object", "scored"}
-
-
-def _read_spec(path: Path) -> Any:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise WorldError(f"{path}: cannot read the relation spec: {exc.strerror or exc}") from exc
-    if path.suffix.lower() == ".toml":
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-        try:
-            return tomllib.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise WorldError(f"{path}: not valid TOML: {exc}") from exc
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise WorldError(f"{path}: not valid JSON: {exc}") from exc
-    raise WorldError(f"{path}: a relation spec must be a .toml or .json file")
 
 
 def relation_from_table(name: str, data: Mapping[str, Any], where: str = "") -> Relation:
@@ -111,7 +86,7 @@ def load_relations(path: str | Path) -> tuple[dict[str, Relation], dict[str, str
         person = "{entity} is a person."
     """
     path = Path(path)
-    data = _read_spec(path)
+    data = read_spec(path)
     if not isinstance(data, Mapping):
         raise WorldError(f"{path}: the spec must be a table with a 'relations' table")
     unknown = sorted(set(data) - {"relations", "anchors"})
@@ -143,50 +118,6 @@ def builtin_relations() -> dict[str, Relation]:
     return dict(_builtin())
 
 
-def _read_facts(
-    facts_path: Path, relation_map: Mapping[str, Relation]
-) -> list[tuple[Fact, bool | None]]:
-    """The facts of a JSONL file, each with its ``scored`` flag if the line gives one."""
-    try:
-        lines = facts_path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorldError(f"{facts_path}: cannot read the facts: {exc}") from exc
-    parsed: list[tuple[Fact, bool | None]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{facts_path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorldError(f"{where}: not valid JSON: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise WorldError(f"{where}: a fact must be a JSON object")
-        unknown = sorted(set(row) - _FACT_KEYS)
-        if unknown:
-            raise WorldError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; "
-                f"accepted: {', '.join(sorted(_FACT_KEYS))}"
-            )
-        for key in ("subject", "relation", "object"):
-            if key not in row:
-                raise WorldError(f"{where}: missing {key!r}")
-            check_name(row[key], where, key)
-        if row["relation"] not in relation_map:
-            raise WorldError(
-                f"{where}: unknown relation {row['relation']!r}; the spec defines "
-                f"{', '.join(sorted(relation_map))}"
-            )
-        scored = row.get("scored")
-        if scored is not None and not isinstance(scored, bool):
-            raise WorldError(f"{where}: 'scored' must be true or false")
-        fact_id = str(row.get("id", f"line{number}"))
-        parsed.append((Fact(fact_id, row["subject"], row["relation"], row["object"]), scored))
-    if not parsed:
-        raise WorldError(f"{facts_path}: no facts")
-    return parsed
-
-
 def load_world(
     facts: str | Path,
     relations: str | Path | None = None,
@@ -212,7 +143,7 @@ def load_world(
     if relations is None:
         raise WorldError("load_world needs a relation spec (relations.toml or .json)")
     relation_map, anchors = load_relations(relations)
-    parsed = _read_facts(facts_path, relation_map)
+    parsed = read_facts(facts_path, relation_map)
     rng = random.Random(seed)
     undecided: dict[str, list[int]] = {}
     for i, (fact, scored) in enumerate(parsed):

@@ -5,23 +5,13 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
+from mstudy.probes.common import invented_name
 from mstudy.probes.errors import WorldError
 from mstudy.probes.templates import words
 from mstudy.probes.world import Fact, Relation, World
 from mstudy.probes.world_files import builtin_relations
 
 __all__ = ["generate_world"]
-
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
-           "kr", "tr", "th", "sh", "qu", "h")  # fmt: skip
-_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o")
-_CODAS = ("", "", "n", "r", "l", "s", "th", "v", "x", "nd", "rk")
-
-
-def _name(rng: random.Random) -> str:
-    syllables = rng.choice((2, 2, 3))
-    parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)]
-    return ("".join(parts) + rng.choice(_CODAS)).capitalize()
 
 
 def generate_world(
@@ -62,7 +52,7 @@ def generate_world(
         question naming ``Nebril`` would also name ``Nebri``), nor inside a template's word
         (``Here`` in "Where does ... come from?")."""
         while True:
-            name = _name(rng)
+            name = invented_name(rng)
             folded = name.casefold()
             if any(folded in r for r in reserved) or any(folded in u or u in folded for u in used):
                 continue
