@@ -79,15 +79,18 @@ def study(teacher: Any, out: Path, log: Path | None = None, **kwargs: Any) -> ms
     )
 
 
-def _parsed_in_actors(source: list[dict[str, Any]], log: Path, actors: set[int]) -> None:
-    """Replies were parsed in more than one actor, and in the driver only for a record whose
-    text another record repeats (an identical request in flight: one call answers both, the
-    actor parses it for the record that sent it, the driver for the other)."""
-    in_actors = traced(str(log), "parse") - {os.getpid()}
+def _parsed_in_actors(
+    source: list[dict[str, Any]], log: Path, actors: set[int], what: str = "parse"
+) -> None:
+    """Replies were parsed (``what`` was done) in more than one actor, and in the driver
+    only for a record whose text another record repeats (an identical request in flight: one
+    call answers both, the actor parses and checks it for the record that sent it, the driver
+    for the other)."""
+    in_actors = traced(str(log), what) - {os.getpid()}
     assert in_actors <= actors and len(in_actors) > 1
     texts = [r["text"] for r in source]
     repeated = {r["id"] for r in source if texts.count(r["text"]) > 1}
-    assert parsed_by(str(log), os.getpid()) <= repeated
+    assert parsed_by(str(log), os.getpid(), what) <= repeated
 
 
 def _report(report: mstudy.Report) -> dict[str, Any]:
@@ -120,7 +123,7 @@ def test_a_ray_pool_gives_the_rows_and_report_of_one_process_parsing_in_its_acto
     driver = os.getpid()
     assert traced(str(one_log), "parse") == {driver}
     _parsed_in_actors(source, ray_log, actors)
-    assert traced(str(ray_log), "check:odd_words") <= actors
+    _parsed_in_actors(source, ray_log, actors, "check:odd_words")
     assert traced(str(ray_log), "check:short_after_dedup") == {driver}
 
 

@@ -74,7 +74,7 @@ class OddWords(RowFilter):
         self._log = log
 
     def check(self, example: Example) -> Example | Rejection:
-        _trace(self._log, f"check:{self.name}")
+        _trace(self._log, f"check:{self.name}", example.provenance.source_id)
         words = len(str(example.fields.get("text", "")).split())
         if words % 2:
             return example.reject(self.stage, "odd word count", f"{words} words")
@@ -90,7 +90,7 @@ class ShortAfterDedup(RowFilter):
         self._log = log
 
     def reason(self, example: Example) -> str | None:
-        _trace(self._log, f"check:{self.name}")
+        _trace(self._log, f"check:{self.name}", example.provenance.source_id)
         return "short" if len(str(example.fields.get("text", ""))) < 63 else None
 
 
@@ -100,8 +100,8 @@ def traced(log: str, what: str) -> set[int]:
         return {int(line.split()[1]) for line in lines if line.split()[0] == what}
 
 
-def parsed_by(log: str, pid: int) -> set[str]:
-    """The ids of the records ``pid`` parsed a reply of, by ``log``."""
+def parsed_by(log: str, pid: int, what: str = "parse") -> set[str]:
+    """The ids of the records ``pid`` parsed a reply of (or did ``what`` for), by ``log``."""
     with open(log, encoding="utf-8") as lines:
         rows = [line.split() for line in lines]
-    return {row[2] for row in rows if row[0] == "parse" and int(row[1]) == pid}
+    return {row[2] for row in rows if row[0] == what and int(row[1]) == pid}
