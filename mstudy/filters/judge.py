@@ -18,6 +18,7 @@ from typing import Any
 from mstudy._templates import render
 from mstudy.cache import CallCache
 from mstudy.errors import MstudyError
+from mstudy.filters._asking import ask
 from mstudy.interfaces import Teacher
 from mstudy.records import Completion, Example, GenerationParams, Message, Rejection, Request
 
@@ -178,37 +179,18 @@ class LLMJudge:
     def check_many(self, examples: Sequence[Example]) -> list[Example | Rejection]:
         """Judge a batch in one pass through the teacher; verdicts in input order."""
         out: list[Example | Rejection] = list(examples)
-        waiting: dict[str, list[int]] = {}
-        requests: list[Request] = []
-        replies: dict[str, Completion] = {}
-        teacher = self.teacher
+        judged: list[tuple[int, Request]] = []
         for i, example in enumerate(examples):
             if self.strategies and example.strategy not in self.strategies:
                 continue
             try:
-                request = self.request(example)
+                judged.append((i, self.request(example)))
             except MstudyError as exc:  # a rubric that does not render for this row
                 out[i] = self._failed(example, "judge error", str(exc))
-                continue
-            if request.key in waiting:
-                waiting[request.key].append(i)
-                continue
-            waiting[request.key] = [i]
-            hit = self.cache.get(teacher.fingerprint, request.key) if self.cache else None
-            if hit is not None:
-                replies[request.key] = hit
-            else:
-                requests.append(request)
-        if requests:
-            for completion in teacher.generate(iter(requests)):
-                replies[completion.key] = completion
-                if self.cache is not None and completion.ok:
-                    self.cache.put(teacher.fingerprint, completion)
-            if self.cache is not None:
-                self.cache.commit()
-        for key, indexes in waiting.items():
-            for i in indexes:
-                out[i] = self._verdict(examples[i], replies.get(key))
+        if judged:
+            replies = ask(self.teacher, (request for _, request in judged), self.cache)
+            for i, request in judged:
+                out[i] = self._verdict(examples[i], replies.get(request.key))
         return out
 
     def _failed(self, example: Example, reason: str, detail: str) -> Example | Rejection:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mstudy.cache import CallCache
+from mstudy.filters._asking import ask
 from mstudy.filters.roles import FUNCTION_WORDS, relation_words, role_verdict
 from mstudy.interfaces import Teacher
 from mstudy.records import Completion, Example, GenerationParams, Message, Rejection, Request
@@ -205,33 +206,16 @@ class RoundTrip:
         """Restate a batch in one pass through the teacher; verdicts in input order."""
         out: list[Example | Rejection] = list(examples)
         todo: dict[int, tuple[Request, str, str, str]] = {}
-        replies: dict[str, Completion] = {}
-        requests: dict[str, Request] = {}
         for i, example in enumerate(examples):
             parts = self._parts(example)
-            if parts is None:
-                continue
-            text, source, subject, obj = parts
-            request = self.request(example, text, subject)
-            todo[i] = (request, source, subject, obj)
-            if request.key in requests or request.key in replies:
-                continue
-            teacher = self.teacher
-            hit = self.cache.get(teacher.fingerprint, request.key) if self.cache else None
-            if hit is not None:
-                replies[request.key] = hit
-            else:
-                requests[request.key] = request
-        if requests:
-            teacher = self.teacher
-            for completion in teacher.generate(iter(requests.values())):
-                replies[completion.key] = completion
-                if self.cache is not None and completion.ok:
-                    self.cache.put(teacher.fingerprint, completion)
-            if self.cache is not None:
-                self.cache.commit()
-        for i, (request, source, subject, obj) in todo.items():
-            out[i] = self._verdict(examples[i], replies.get(request.key), source, subject, obj)
+            if parts is not None:
+                text, source, subject, obj = parts
+                todo[i] = (self.request(example, text, subject), source, subject, obj)
+        if todo:
+            replies = ask(self.teacher, (entry[0] for entry in todo.values()), self.cache)
+            for i, (request, source, subject, obj) in todo.items():
+                reply = replies.get(request.key)
+                out[i] = self._verdict(examples[i], reply, source, subject, obj)
         return out
 
     def _verdict(
