@@ -131,6 +131,7 @@ __all__ = [
     "Normalized",
     "answers_match",
     "collapse_space",
+    "common_prefix_length",
     "contains",
     "first_line",
     "is_refusal",
@@ -139,3 +140,13 @@ __all__ = [
     "position",
     "strip_label",
 ]
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """How many leading characters ``a`` and ``b`` share (``"founder"``, ``"founded"``: 6)."""
+    shared = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        shared += 1
+    return shared

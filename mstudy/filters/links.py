@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from mstudy.filters.base import RowFilter
 from mstudy.filters.roles import FUNCTION_WORDS
 from mstudy.records import Example
-from mstudy.text import normalize
+from mstudy.text import common_prefix_length, normalize
 
 __all__ = ["LinkCheck", "link_problem"]
 
@@ -45,11 +45,7 @@ _CAPITAL = re.compile(r"(?<![.!?:;]\s)(?<!^)\b([A-Z][\w-]*)")
 def _stem(word: str, other: str) -> bool:
     if word == other:
         return True
-    shared = 0
-    for a, b in zip(word, other, strict=False):
-        if a != b:
-            break
-        shared += 1
+    shared = common_prefix_length(word, other)
     return shared >= (4 if min(len(word), len(other)) <= 5 else 5)
 
 

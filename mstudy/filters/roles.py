@@ -42,7 +42,7 @@ from typing import Literal
 from mstudy.filters.base import RowFilter
 from mstudy.filters.consistency import DEFAULT_SYMMETRIC
 from mstudy.records import Example
-from mstudy.text import normalize
+from mstudy.text import common_prefix_length, normalize
 
 __all__ = ["FUNCTION_WORDS", "RoleCheck", "RoleVerdict", "relation_words", "role_verdict"]
 
@@ -114,11 +114,7 @@ def _stem_related(word: str, relation: str) -> bool:
     word, relation = _lemma(word), _lemma(relation)
     if word == relation:
         return True
-    shared = 0
-    for a, b in zip(word, relation, strict=False):
-        if a != b:
-            break
-        shared += 1
+    shared = common_prefix_length(word, relation)
     need = 4 if min(len(word), len(relation)) <= 5 else 5
     return shared >= need
 

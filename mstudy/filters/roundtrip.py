@@ -26,7 +26,7 @@ from mstudy.filters._asking import ask
 from mstudy.filters.roles import FUNCTION_WORDS, relation_words, role_verdict
 from mstudy.interfaces import Teacher
 from mstudy.records import Completion, Example, GenerationParams, Message, Rejection, Request
-from mstudy.text import normalize
+from mstudy.text import common_prefix_length, normalize
 
 __all__ = ["ROUND_TRIP_EXAMPLES", "ROUND_TRIP_SYSTEM", "RoundTrip", "restates_source"]
 
@@ -54,11 +54,7 @@ def _same_word(a: str, b: str) -> bool:
     (``grandmother``/``grandchild``)."""
     if a == b:
         return True
-    shared = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        shared += 1
+    shared = common_prefix_length(a, b)
     return shared >= 4 and shared >= min(len(a), len(b)) - 2
 
 
