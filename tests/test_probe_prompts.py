@@ -3,6 +3,7 @@ facts still without a verified reversal (rules teacher with injected errors, sma
 
 from __future__ import annotations
 
+from harness.probe_worlds import TEACHES, small_world
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,7 @@ from mstudy.probes.prompts import (
     statement_shape,
 )
 from mstudy.probes.studying import study_world
-from mstudy.probes.world import Relation, World
-from mstudy.probes.world_generator import generate_world
+from mstudy.probes.world import Relation
 from mstudy.records import Request
 from mstudy.teachers.scripted import ScriptedTeacher
 
@@ -33,23 +33,6 @@ CAPTAIN = Relation(
     inverse_forms=("{object} * captained by {subject}.", "{object} * captain is {subject}."),
     paraphrases=("{subject} captains {object}.",),
 )
-TEACHES = Relation(
-    name="teaches",
-    subject_type="person",
-    object_type="pupil",
-    forward="{subject} teaches {object}.",
-    inverse="{object} is taught by {subject}.",
-    forward_question="Whom does {subject} instruct?",
-    reverse_question="Who instructs {object}?",
-    inverse_forms=("{object} * taught by {subject}.", "{object} * teacher is {subject}."),
-    paraphrases=("{subject} is the teacher of {object}.",),
-)
-
-
-def _world(*relations: Relation, facts: int = 24, seed: int = 3) -> World:
-    return generate_world(
-        facts, len(relations), seed=seed, relations={r.name: r for r in relations}
-    )
 
 
 _part = st.text(alphabet="bdfgklmnprstvz", min_size=3, max_size=8).map(str.capitalize)
@@ -88,7 +71,7 @@ def test_example_sets_use_no_word_of_a_probe_world_relation() -> None:
 
 
 def test_role_statements_are_asked_with_the_role_examples() -> None:
-    world = _world(CAPTAIN, TEACHES, facts=12)
+    world = small_world(CAPTAIN, TEACHES, facts=12)
     seen: dict[str, set[str]] = {}
     prefills: dict[str, set[str]] = {}
 
@@ -120,7 +103,7 @@ def test_retry_rounds_with_other_examples_raise_the_verified_share() -> None:
     few-shot examples change): resampling the same prompt hotter repeats the errors; asking the
     facts without a verified reversal with other examples raises the share that has one, and
     every selected reversal stays true."""
-    world = _world(TEACHES, CAPTAIN, facts=40, seed=5)
+    world = small_world(TEACHES, CAPTAIN, facts=40, seed=5)
     yields = {}
     for retry in (False, True):
         teacher = noisy_rules_teacher(world, 0.5, seed=4, prompt_sensitive=True)
@@ -135,7 +118,7 @@ def test_retry_rounds_with_other_examples_raise_the_verified_share() -> None:
 
 
 def test_more_rounds_raise_the_verified_share_of_a_teacher_with_random_errors() -> None:
-    world = _world(TEACHES, CAPTAIN, facts=40, seed=6)
+    world = small_world(TEACHES, CAPTAIN, facts=40, seed=6)
     shares = []
     for samples in (1, 2, 3):
         teacher = noisy_rules_teacher(world, 0.5, seed=2, systematic=False)
@@ -162,7 +145,7 @@ def test_round_trip_verifies_reversals_that_share_no_word_with_their_source() ->
     """ "B works for A" for "A employs B" is true but has no word of "employs": the role check
     cannot confirm it. A teacher that restates it back gives "A employs B": selected. An
     unsupported "B works at A" restates as "A is the workplace of B": not selected."""
-    world = _world(EMPLOYS, facts=16, seed=2)
+    world = small_world(EMPLOYS, facts=16, seed=2)
     wrong = {f.id for f in world.facts[::4]}
 
     def reply(request: Request) -> str:
@@ -197,7 +180,7 @@ def test_each_round_leads_with_another_form() -> None:
 
 
 def test_a_third_round_with_another_prefill_raises_the_verified_share_again() -> None:
-    world = _world(TEACHES, CAPTAIN, facts=40, seed=8)
+    world = small_world(TEACHES, CAPTAIN, facts=40, seed=8)
     shares = []
     for samples in (1, 2, 3):
         teacher = noisy_rules_teacher(world, 0.6, seed=5, prompt_sensitive=True)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from harness.probe_worlds import TEACHES, small_world
 
 from mstudy.filters.consistency import ReverseCheck
 from mstudy.probes.errors import ProbeError
@@ -24,22 +25,10 @@ from mstudy.probes.rules import (
 )
 from mstudy.probes.study_calls import records, run_study
 from mstudy.probes.studying import study_world
-from mstudy.probes.world import Relation, World
-from mstudy.probes.world_generator import generate_world
+from mstudy.probes.world import Relation
 from mstudy.records import Request
 from mstudy.teachers.scripted import ScriptedTeacher
 
-TEACHES = Relation(
-    name="teaches",
-    subject_type="person",
-    object_type="pupil",
-    forward="{subject} teaches {object}.",
-    inverse="{object} is taught by {subject}.",
-    forward_question="Whom does {subject} instruct?",
-    reverse_question="Who instructs {object}?",
-    inverse_forms=("{object} * taught by {subject}.", "{object} * teacher is {subject}."),
-    paraphrases=("{subject} is the teacher of {object}.",),
-)
 ARTICLE = Relation(
     name="founded",
     subject_type="person",
@@ -51,12 +40,6 @@ ARTICLE = Relation(
 )
 
 
-def _world(*relations: Relation, facts: int = 24, seed: int = 3) -> World:
-    return generate_world(
-        facts, len(relations), seed=seed, relations={r.name: r for r in relations}
-    )
-
-
 class _Counting(ScriptedTeacher):
     """Answers with the world's inverse statement and counts its calls."""
 
@@ -65,7 +48,7 @@ def test_inverse_template_starting_with_an_article_runs() -> None:
     """The fail-late bug: with an inverse template that does not start with the object, the
     rules teacher's reply got the object prefill glued in front ("<object>The company
     <object> was ...") and the probe failed after all the teacher's work."""
-    world = _world(ARTICLE, facts=12)
+    world = small_world(ARTICLE, facts=12)
     outcome = study_world(world, "rules", samples=1)
     for fact in world.facts:
         assert outcome.rule_reversals[fact.id] == world.inverse_statement(fact)
@@ -84,7 +67,7 @@ def test_a_world_the_filters_would_refuse_fails_before_any_teacher_call() -> Non
         forward_question="Which item does {subject} hold?",
         reverse_question="Who holds {object}?",
     )
-    world = _world(owns, facts=8)
+    world = small_world(owns, facts=8)
     teacher = _Counting(lambda request: "never asked")
     with pytest.raises(ProbeError, match=r"relation 'owns'.*reverse_check") as caught:
         study_world(world, teacher, samples=1)
@@ -104,7 +87,7 @@ def test_a_rule_paraphrase_the_study_would_reject_fails_before_any_teacher_call(
         # valid for the world checks (subject first), too long for the paraphrase strategy
         paraphrases=("In the records, {subject} appears as the one who founded {object}.",),
     )
-    world = _world(wordy, facts=8)
+    world = small_world(wordy, facts=8)
     teacher = _Counting(lambda request: "never asked")
     with pytest.raises(ProbeError, match=r"rule paraphrase .*length ratio"):
         study_world(world, teacher, samples=1)
@@ -115,7 +98,7 @@ def test_systematic_role_swaps_are_not_selected_where_consistency_selected_them(
     """A teacher that swaps the roles of every fact it gets wrong, the same way for all of
     them: agreement across facts selects the swaps; the role check against each fact's own
     source removes them."""
-    world = _world(TEACHES, ARTICLE, facts=40)
+    world = small_world(TEACHES, ARTICLE, facts=40)
     teacher = noisy_rules_teacher(world, 0.5, seed=1, kinds=("swap",))
     # the previous pipeline: reverse_check, the swap filter, agreement across facts
     before: list[Candidate] = []
@@ -140,7 +123,7 @@ def test_systematic_role_swaps_are_not_selected_where_consistency_selected_them(
 
 
 def test_hallucinated_patterns_are_not_selected() -> None:
-    world = _world(TEACHES, ARTICLE, facts=40, seed=5)
+    world = small_world(TEACHES, ARTICLE, facts=40, seed=5)
     teacher = noisy_rules_teacher(world, 0.6, seed=2, kinds=("hallucination",))
     outcome = study_world(world, teacher, samples=2)
     truth = Counter(world.reversal_truth(c.fact, c.text) for c in outcome.reversals.values())
@@ -150,7 +133,7 @@ def test_hallucinated_patterns_are_not_selected() -> None:
 
 
 def test_three_part_precision_and_examples_in_reversals_jsonl(tmp_path: Path) -> None:
-    world = _world(TEACHES, ARTICLE, facts=24, seed=7)
+    world = small_world(TEACHES, ARTICLE, facts=24, seed=7)
     teacher = noisy_rules_teacher(world, 0.5, seed=3, systematic=False)
     result = run_probe(teacher=teacher, world=world, seeds=1, epochs=2, samples=2, workers=1)
     stats = result.teacher_stats
@@ -174,7 +157,7 @@ def test_three_part_precision_and_examples_in_reversals_jsonl(tmp_path: Path) ->
 
 
 def test_reversal_truth_reads_the_spec() -> None:
-    world = _world(TEACHES, ARTICLE, facts=8)
+    world = small_world(TEACHES, ARTICLE, facts=8)
     fact = next(f for f in world.facts if f.relation == "teaches")
     s, o = fact.subject, fact.object
     assert world.reversal_truth(fact, f"{o}'s teacher is {s}.") == "true"
@@ -186,7 +169,7 @@ def test_reversal_truth_reads_the_spec() -> None:
 
 
 def test_selection_prefers_verified_roles_and_needs_agreement_otherwise() -> None:
-    world = _world(TEACHES, facts=8)
+    world = small_world(TEACHES, facts=8)
 
     def reply(request: Request) -> str:
         v = request.variables
