@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mstudy.records import GenerationParams, Message, Request
@@ -350,12 +350,6 @@ CURVES: dict[str, Callable[[float, float], float]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 20, open: fails on about 3 hypothesis seeds in 20, on a sublinear server "
-    "with a small knee (e.g. curve='sublinear (a CPU engine)', knee=4, noise=0.125, "
-    "seed=2256: settled at 0.79x of the best fixed window, the window mean 10 where 64 is best)",
-)
 @settings(max_examples=100, deadline=None)
 @given(
     st.sampled_from(sorted(CURVES)),
@@ -363,6 +357,9 @@ CURVES: dict[str, Callable[[float, float], float]] = {
     st.floats(0.0, 0.2),
     st.integers(0, 2**16),
 )
+# Found by hypothesis against the law before the memory of buckets and the probes (0.79x:
+# the window stalled at 10 on a sublinear server, where 64 is the best fixed window).
+@example("sublinear (a CPU engine)", 4, 0.125, 2256)
 def test_adaptive_settles_within_20_percent_of_the_best_fixed_window(
     curve: str, knee: int, noise: float, seed: int
 ) -> None:

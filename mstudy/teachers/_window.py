@@ -42,29 +42,40 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
+    "KNEE_ELASTICITY",
     "LATENCY_TOLERANCE",
-    "MIN_ELASTICITY",
     "MIN_SAMPLES",
     "AdaptiveWindow",
     "FixedWindow",
     "WindowTrace",
 ]
 
-MIN_ELASTICITY = 0.25
-"""Slow start goes on while throughput grows at least this fast with the window (log-log)."""
+KNEE_ELASTICITY = 0.15
+"""The window maximises ``throughput / in_flight ** KNEE_ELASTICITY``: it grows while a
+doubling buys at least ``2 ** 0.15 - 1`` (11%) more throughput."""
 LATENCY_TOLERANCE = 0.25
-"""The steady-state latency target: the knee's latency per token times ``1 +`` this."""
+"""The steady-state latency target: the cruise bucket's latency per token times ``1 +`` this."""
 MIN_SAMPLES = 8
 """Answers an epoch needs at least, whatever the window."""
+BUCKETS_PER_OCTAVE = 4
+"""The memory's resolution: buckets of in flight, this many to a doubling."""
+FADE = 0.9
+"""Each epoch measured multiplies every older measurement's weight by this."""
+MAX_WEIGHT = 4.0
+"""A bucket's average gives a new epoch at least ``1 / MAX_WEIGHT`` of the weight."""
+FRESH = 0.2
+"""Buckets whose weight faded below this are forgotten."""
+PROBE_EVERY = 2
+"""Epochs at the cruise window between two probes above it."""
+PROBE_GAIN = 1.5
+"""A probe's window, times the cruise's (or divided by it, below)."""
+DOWN_ELASTICITY = 0.5
+"""Probes go below the cruise too (every other one) while the bucket under it says more in
+flight buys throughput slower than this."""
 GROW = 0.10
 SHRINK = 0.80
 OVERLOAD = 0.50
 STALE_CUTS = 3
-PROBE_STEP = math.log(1.2)
-"""In flight must have grown this much (log) over the target's epoch to judge a latency rise."""
-PROBE_ELASTICITY = 0.15
-"""A latency rise past the target is kept (the target re-based) while throughput grows at
-least this fast with the window: a doubling buys >= 11% more."""
 MAX_POINTS = 256
 """Window changes kept in a trace's series (older ones are thinned out)."""
 
@@ -130,10 +141,69 @@ class _Epoch:
     in_flight: float
     latency: float
     """Seconds per output token."""
+    size: float
+    """The window (unrounded) the epoch's requests were sent under."""
 
     @property
     def throughput(self) -> float:
         return self.in_flight / self.latency
+
+
+@dataclass(slots=True)
+class _Cell:
+    """The smoothed epochs of one bucket of in flight (logs, weighted means)."""
+
+    weight: float
+    stamp: int
+    ln_n: float
+    ln_size: float
+    ln_t: float
+    ln_l: float
+
+    def power(self, elasticity: float) -> float:
+        """``ln throughput - elasticity * ln in flight``: what the window maximises."""
+        return self.ln_t - elasticity * self.ln_n
+
+
+class _Memory:
+    """Throughput and latency per bucket of in flight (:data:`BUCKETS_PER_OCTAVE` to a
+    doubling), each an average of the epochs measured there; an epoch's weight fades by
+    :data:`FADE` with each later epoch measured anywhere, so old buckets give way."""
+
+    def __init__(self) -> None:
+        self.cells: dict[int, _Cell] = {}
+        self.count = 0
+
+    def weight(self, cell: _Cell) -> float:
+        return cell.weight * FADE ** (self.count - cell.stamp)
+
+    def add(self, epoch: _Epoch) -> _Cell:
+        self.count += 1
+        ln_n = math.log(epoch.in_flight)
+        key = round(ln_n / math.log(2) * BUCKETS_PER_OCTAVE)
+        point = (ln_n, math.log(epoch.size), math.log(epoch.throughput), math.log(epoch.latency))
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = _Cell(1.0, self.count, *point)
+            return cell
+        old = min(MAX_WEIGHT - 1.0, self.weight(cell))
+        total = old + 1.0
+        cell.ln_n = (cell.ln_n * old + point[0]) / total
+        cell.ln_size = (cell.ln_size * old + point[1]) / total
+        cell.ln_t = (cell.ln_t * old + point[2]) / total
+        cell.ln_l = (cell.ln_l * old + point[3]) / total
+        cell.weight, cell.stamp = total, self.count
+        return cell
+
+    def best(self, elasticity: float) -> _Cell | None:
+        """The fresh bucket of the highest power (None when there is none)."""
+        fresh = [c for c in self.cells.values() if self.weight(c) >= FRESH]
+        for key in [k for k, c in self.cells.items() if self.weight(c) < FRESH]:
+            del self.cells[key]  # keeps the table small: at most the buckets seen lately
+        return max(fresh, key=lambda c: c.power(elasticity), default=None)
+
+    def forget(self) -> None:
+        self.cells.clear()
 
 
 class AdaptiveWindow:
@@ -162,8 +232,13 @@ class AdaptiveWindow:
         self.target: float | None = None
         """Seconds per output token the steady state keeps under (None in slow start)."""
         self._samples: list[tuple[float, int, float]] = []
-        self._previous: _Epoch | None = None
-        self._reference: _Epoch | None = None  # the epoch the latency target was taken from
+        self._memory = _Memory()
+        self._previous: _Cell | None = None  # slow start: the bucket of the last window
+        self._confirming = False  # slow start: measuring a doubling that did not pay again
+        self._cruise = self._size  # steady state: the window of the best bucket
+        self._probing = False  # this epoch's window is a probe above the cruise
+        self._since_probe = 0
+        self._probed_down = False  # the last probe went below the cruise
         self._cuts: list[_Epoch] = []  # epochs that ended in a latency cut, in a row
         self._cut_this_epoch = False
 
@@ -182,80 +257,117 @@ class AdaptiveWindow:
         total_latency = sum(s[0] for s in samples)
         per_token = total_latency / sum(s[1] for s in samples)
         in_flight = sum(s[0] * s[2] for s in samples) / total_latency  # time-weighted
-        return self._decide(_Epoch(in_flight, per_token))
+        return self._decide(_Epoch(in_flight, per_token, self._size))
 
     def overloaded(self) -> bool:
         """A 429/503/529 or a timeout: halve the window (once per epoch)."""
         if self._cut_this_epoch:
             return False
-        self.slow_start = False
+        self.slow_start = self._confirming = self._probing = False
+        self._since_probe = 0
+        self._cruise = min(self._cruise, max(float(self.low), self._size * OVERLOAD))
         changed = self._set(self._size * OVERLOAD)
         self._cut_this_epoch = True
         return changed
 
     # -- the law --------------------------------------------------------------------------
     def _decide(self, now: _Epoch) -> bool:
-        previous, self._previous = self._previous, now
         app_limited = now.in_flight < 0.5 * self.limit
         if self.slow_start:
-            if app_limited:
-                return False
-            if previous is None:
-                return self._set(self._size * 2)
-            step = math.log(now.in_flight / previous.in_flight)
-            if step < 0.1:  # in flight did not grow: at the upper bound, or measure again
-                if self.limit >= self.high:
-                    self.slow_start = False
-                    self._rebase(now)
-                return False
-            elasticity = math.log(now.throughput / previous.throughput) / step
-            if elasticity >= MIN_ELASTICITY:
-                return self._set(self._size * 2)
-            # The last doubling did not pay: the knee lies between the two windows. Go to
-            # their geometric middle; the steady state explores from there.
-            self.slow_start = False
-            self._rebase(previous)
-            return self._set(self._size / math.sqrt(2))
-        if self._reference is None:  # left slow start on an overload: the first steady epoch
-            self._rebase(now)
-        assert self._reference is not None and self.target is not None
+            return self._slow_start(now, app_limited)
+        if self._probing:
+            self._probing = False
+            return self._settle(self._memory.add(now))
+        if self.target is None:  # left slow start on an overload: the first steady epoch
+            self._memory.add(now)
+            self._cruise = self._size
+            self.target = now.latency * (1 + LATENCY_TOLERANCE)
+            return False
         if now.latency > self.target:
-            if self._paid(now, self._reference):
-                # Latency rose with our own window and bought throughput for it: the knee is
-                # further up (a server that scales sublinearly). Measure from here.
-                self._rebase(now)
-                self._cuts.clear()
-                return False if app_limited else self._grow()
-            self._cuts.append(now)
-            if len(self._cuts) > STALE_CUTS and now.latency >= 0.9 * self._cuts[0].latency:
-                self._rebase(now)  # not our doing: the server got slower for everyone
-                self._cuts.clear()
-                return False
-            return self._set(self._size * SHRINK)
+            return self._cut(now)
         self._cuts.clear()
+        cell = self._memory.add(now)
+        if self._size < self._cruise:  # coming back after cuts: additive increase
+            return False if app_limited else self._grow(self._cruise)
+        self._since_probe += 1
+        if app_limited or self._since_probe < PROBE_EVERY:
+            return self._settle(cell)
+        down = not self._probed_down and self._size > self.low and self._flat_below(cell)
+        if not down and self._size >= self.high:
+            return self._settle(cell)
+        self._probing, self._probed_down, self._since_probe = True, down, 0
+        return self._set(self._size / PROBE_GAIN if down else self._size * PROBE_GAIN)
+
+    def _flat_below(self, cell: _Cell) -> bool:
+        """Whether the nearest bucket measured below ``cell`` says the window buys little
+        there (elasticity under :data:`DOWN_ELASTICITY`): the knee may be lower."""
+        below = [c for c in self._memory.cells.values() if c.ln_n < cell.ln_n - 0.1]
+        if not below:
+            return False
+        nearest = max(below, key=lambda c: c.ln_n)
+        return (cell.ln_t - nearest.ln_t) / (cell.ln_n - nearest.ln_n) < DOWN_ELASTICITY
+
+    def _slow_start(self, now: _Epoch, app_limited: bool) -> bool:
         if app_limited:
             return False
-        return self._grow()
-
-    def _grow(self) -> bool:
-        return self._set(self._size + max(1.0, self._size * GROW))
-
-    def _rebase(self, reference: _Epoch) -> None:
-        self._reference = reference
-        self.target = reference.latency * (1 + LATENCY_TOLERANCE)
-
-    @staticmethod
-    def _paid(now: _Epoch, reference: _Epoch) -> bool:
-        """Whether ``now`` holds clearly more in flight than ``reference`` and its throughput
-        grew with it at least :data:`PROBE_ELASTICITY` fast (log-log)."""
-        step = math.log(now.in_flight / reference.in_flight)
-        if step < PROBE_STEP:
+        cell = self._memory.add(now)
+        previous = self._previous
+        if previous is None or cell is previous:
+            if previous is not None and self.limit < self.high:
+                return False  # in flight did not grow yet: measure again
+            self._previous = cell
+            if self.limit >= self.high:
+                self.slow_start = False
+                return self._settle(cell)
+            return self._set(self._size * 2)
+        elasticity = (cell.ln_t - previous.ln_t) / max(cell.ln_n - previous.ln_n, 0.1)
+        if elasticity >= KNEE_ELASTICITY:
+            self._previous, self._confirming = cell, False
+            if self.limit >= self.high:
+                self.slow_start = False
+                return self._settle(cell)
+            return self._set(self._size * 2)
+        if not self._confirming:  # one epoch is noisy: measure this window once more
+            self._confirming = True
             return False
-        return math.log(now.throughput / reference.throughput) / step >= PROBE_ELASTICITY
+        # The doubling did not pay, twice over: the knee is below. The steady state takes
+        # the best bucket measured and probes from there.
+        self.slow_start = self._confirming = False
+        return self._settle(cell)
+
+    def _settle(self, current: _Cell) -> bool:
+        """Cruise at the bucket of the highest power (``current``, the bucket of the epoch
+        just measured, keeps the window where it is); its latency sets the target."""
+        best = self._memory.best(KNEE_ELASTICITY) or current
+        self.target = math.exp(best.ln_l) * (1 + LATENCY_TOLERANCE)
+        if best is current:
+            self._cruise = self._size
+            return False
+        self._cruise = math.exp(best.ln_size)
+        return self._set(self._cruise)
+
+    def _cut(self, now: _Epoch) -> bool:
+        """Latency over the target at the cruise or below it: not our own window's doing.
+        Multiplicative decrease, unless three cuts in a row brought it no lower (the server
+        got slower for everyone: what was learned no longer holds, measure afresh)."""
+        self._cuts.append(now)
+        if len(self._cuts) > STALE_CUTS and now.latency >= 0.9 * self._cuts[0].latency:
+            self._cuts.clear()
+            self._memory.forget()
+            self._memory.add(now)
+            self._cruise = self._size
+            self._since_probe = 0
+            self.target = now.latency * (1 + LATENCY_TOLERANCE)
+            return False
+        self._since_probe = 0
+        return self._set(self._size * SHRINK)
+
+    def _grow(self, ceiling: float) -> bool:
+        return self._set(min(ceiling, self._size + max(1.0, self._size * GROW)))
 
     def _set(self, size: float) -> bool:
         self._size = min(float(self.high), max(float(self.low), size))
-        limit = int(self._size)
+        limit = min(self.high, int(self._size + 1e-6))  # exp(log(n)) may fall just short
         self.epoch += 1
         self._samples = []
         self._cut_this_epoch = False
