@@ -65,6 +65,8 @@ MAX_WEIGHT = 4.0
 """A bucket's average gives a new epoch at least ``1 / MAX_WEIGHT`` of the weight."""
 FRESH = 0.2
 """Buckets whose weight faded below this are forgotten."""
+FULL = 0.75
+"""An epoch counts when its mean in flight is at least this share of the window."""
 PROBE_EVERY = 2
 """Epochs at the cruise window between two probes above it."""
 PROBE_GAIN = 1.5
@@ -180,7 +182,7 @@ class _Memory:
     def add(self, epoch: _Epoch) -> _Cell:
         self.count += 1
         ln_n = math.log(epoch.in_flight)
-        key = round(ln_n / math.log(2) * BUCKETS_PER_OCTAVE)
+        key = round(math.log2(epoch.size) * BUCKETS_PER_OCTAVE)
         point = (ln_n, math.log(epoch.size), math.log(epoch.throughput), math.log(epoch.latency))
         cell = self.cells.get(key)
         if cell is None:
@@ -272,25 +274,26 @@ class AdaptiveWindow:
 
     # -- the law --------------------------------------------------------------------------
     def _decide(self, now: _Epoch) -> bool:
-        app_limited = now.in_flight < 0.5 * self.limit
+        if not self.slow_start and not self._probing:
+            if self.target is not None and now.latency > self.target:
+                return self._cut(now)
+            self._cuts.clear()
+        if now.in_flight < FULL * self.limit:
+            return False  # the window was not full (the caller ran short): measure again
+        cell = self._memory.add(now)
         if self.slow_start:
-            return self._slow_start(now, app_limited)
+            return self._slow_start(cell)
         if self._probing:
             self._probing = False
-            return self._settle(self._memory.add(now))
+            return self._settle(cell)
         if self.target is None:  # left slow start on an overload: the first steady epoch
-            self._memory.add(now)
             self._cruise = self._size
             self.target = now.latency * (1 + LATENCY_TOLERANCE)
             return False
-        if now.latency > self.target:
-            return self._cut(now)
-        self._cuts.clear()
-        cell = self._memory.add(now)
         if self._size < self._cruise:  # coming back after cuts: additive increase
-            return False if app_limited else self._grow(self._cruise)
+            return self._grow(self._cruise)
         self._since_probe += 1
-        if app_limited or self._since_probe < PROBE_EVERY:
+        if self._since_probe < PROBE_EVERY:
             return self._settle(cell)
         down = not self._probed_down and self._size > self.low and self._flat_below(cell)
         if not down and self._size >= self.high:
@@ -307,14 +310,9 @@ class AdaptiveWindow:
         nearest = max(below, key=lambda c: c.ln_n)
         return (cell.ln_t - nearest.ln_t) / (cell.ln_n - nearest.ln_n) < DOWN_ELASTICITY
 
-    def _slow_start(self, now: _Epoch, app_limited: bool) -> bool:
-        if app_limited:
-            return False
-        cell = self._memory.add(now)
+    def _slow_start(self, cell: _Cell) -> bool:
         previous = self._previous
         if previous is None or cell is previous:
-            if previous is not None and self.limit < self.high:
-                return False  # in flight did not grow yet: measure again
             self._previous = cell
             if self.limit >= self.high:
                 self.slow_start = False
