@@ -1,38 +1,53 @@
 """How many requests one server gets at once: a fixed window, or one that adapts.
 
-:class:`AdaptiveWindow` is the control law (pure: no I/O, the clock passed in), in two phases:
+:class:`AdaptiveWindow` is the control law (pure: no I/O, the clock passed in). What it
+maximises is a *power*: ``throughput / in_flight ** e`` with ``e =`` :data:`KNEE_ELASTICITY`.
+By Little's law (``in_flight = throughput * latency``) that is
+``throughput ** (1 - e) / latency ** e``, Kleinrock's power with the weight on throughput; its
+top is where the elasticity ``d ln(throughput) / d ln(in flight)`` falls to ``e``: on a
+batching server with a knee (elasticity near 1 below it, 0 above) the knee itself; on one
+that scales sublinearly (a CPU engine: elasticity ``k / (k + n)``) the window where one more
+doubling buys less than 11%. Phases:
 
-1. **Slow start.** From a small window, double it once per epoch while the server's
-   throughput keeps rising with it: the *elasticity* ``d ln(throughput) / d ln(in flight)``
-   stays at or above :data:`MIN_ELASTICITY`. A batching server (vLLM) scales almost linearly
-   at first (elasticity near 1: its per-token latency stays flat) and not at all past its knee
-   (elasticity near 0: each request just waits longer). After the first doubling that does
-   not pay, the window goes to the geometric middle of the last two (the knee lies between
-   them), and the per-token latency of the smaller one, plus :data:`LATENCY_TOLERANCE`,
-   becomes the latency target.
-2. **Steady state (AIMD on latency, with a throughput check).** Each epoch the window grows
-   by 10% (at least 1) while per-token latency stays under the target. When latency climbs
-   above it, the law asks whether the climb paid: if the window holds at least 20% more in
-   flight than the epoch the target came from, and throughput grew with it at elasticity
-   :data:`PROBE_ELASTICITY` or more, the climb is ours and worth it (a server that scales
-   sublinearly, such as a CPU engine whose per-token latency grows with every batch): the
-   target is re-based there and the window keeps growing. Otherwise (past the knee, or
-   another client loads the server: our throughput did not rise) it shrinks by 20%. When
-   three cuts in a row did not bring latency down, the climb is not ours: the target is
-   re-based on the latency now. Without the check, one noisy slow-start epoch (or an early
-   overload) left the target at a small window's latency and held the window below the
-   knee for good.
+1. **Slow start.** From a small window, double it once per epoch while the elasticity from
+   the last window stays at or above ``e``. A doubling that does not pay is measured once
+   more before it counts (one epoch is noisy); then slow start ends at the best bucket.
+2. **Steady state.** Every epoch lands in a *memory*: per bucket of window
+   (:data:`BUCKETS_PER_OCTAVE` to a doubling), the average of the epochs measured there
+   (log throughput, log latency per token, log in flight), older epochs fading
+   (:data:`FADE` per epoch measured anywhere) so the memory follows a server that changes.
+   The window cruises at the bucket of the highest power and, every :data:`PROBE_EVERY`
+   epochs, probes for one epoch at :data:`PROBE_GAIN` times the cruise (and, every other
+   time, below it, while the bucket under the cruise says the window buys little there); the
+   probe's epoch joins the memory and the window goes to the best bucket, so a probe that
+   paid is kept and one that did not is undone. Decisions rest on averages over several
+   epochs, compared over steps of half an octave, not on two single noisy epochs; and a
+   curve that flattens and climbs again is climbed by probes, not left where slow start
+   stopped.
+3. **Latency guard (AIMD).** The cruise bucket's latency per token, plus
+   :data:`LATENCY_TOLERANCE`, is the target. An epoch at the cruise or below it (not a
+   probe) whose latency exceeds the target is not our own window's doing: another client
+   loads the server. The window shrinks by 20% each such epoch and comes back by 10% (at
+   least 1) an epoch once latency is back under it. When three cuts in a row did not bring
+   latency down, the server got slower for everyone: the memory is forgotten and the law
+   measures afresh from there instead of cutting to the floor.
 
-At any time a 429/503/529 or a timeout halves the window at once (at most once per epoch).
+At any time a 429/503/529 or a timeout halves the window at once (at most once per epoch),
+and the cruise with it.
 
 An epoch is ``max(MIN_SAMPLES, window / 2)`` answers to requests sent after the window last
 changed (about half a round trip: each request's own mean in flight is measured, so half a
-round is enough, and slow start reaches a large knee in half the requests), so each
-measurement sees one window. Per request: latency
-per output token, and the mean number in flight over its life; the epoch's throughput
-estimate is Little's law, ``in flight / latency per token``. Latency per token, not per
-request, so that a run whose replies vary in length (one word next to a story) reads the
-server's load and not the mix.
+round is enough), so each measurement sees one window; an epoch whose mean in flight is
+under :data:`FULL` of the window (the caller ran short) is not remembered. Per request:
+latency per output token, and the mean number in flight over its life; the epoch's
+throughput estimate is Little's law, ``in flight / latency per token``. Latency per token,
+not per request, so that a run whose replies vary in length (one word next to a story)
+reads the server's load and not the mix.
+
+Why not a latency gradient alone (Vegas, Netflix's ``concurrency-limits``): a batching
+server's latency per token rises long before its throughput stops growing, so a latency law
+stops early on a CPU engine; and an error-only AIMD never backs off a server that queues
+instead of answering 429 (vLLM). Throughput decides where to be, latency guards it.
 """
 
 from __future__ import annotations
