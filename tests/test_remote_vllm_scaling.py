@@ -69,13 +69,6 @@ def vllm_url() -> Iterator[str]:
         yield url
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 20: passed 2 of 2 runs here with the throughput check (1.00x and 0.93x of "
-    "the best fixed window; backed off under load both times), but the windows benchmark on "
-    "the same server under heavier load (load average 8-12, a 96-request learning pass) "
-    "settled at 0.63x: not yet shown reliable enough to fail CI on",
-)
 def test_adaptive_settles_near_the_best_fixed_window_and_backs_off_under_load(
     vllm_url: str,
 ) -> None:
