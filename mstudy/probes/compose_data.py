@@ -1,11 +1,23 @@
 """What each composition student is trained on, what it is asked, and the leak check.
 
-Base (every condition): every atomic statement; a profile per entity as a question and answer,
-its anchor then its own atomic statements (``Q: What is Zapoth? A: Zapoth is a person.
-Zapoth's mentor is Rigux. Zapoth lives in Fadukov. ...``: the student reads every name in a
-question and writes it in the answer, and meets every fact in the middle of a text, not only
-at its start, as a chain needs; no profile holds a two-hop fact); and the format questions'
-direct question-answer pairs (``Q: <question> A: <answer>``). Extras:
+Base (every condition), each fact learnt in texts of its own, as in the two-hop studies a
+direct student is expected to fail:
+
+* every atomic statement;
+* a profile per entity as a question and answer, its anchor then its own atomic statements
+  *except its first hops* (``Q: What is Zapoth? A: Zapoth is a person. Zapoth lives in
+  Fadukov. Zapoth works for Brelin.``): the student reads every name in a question and writes
+  it in the answer, and meets the second hops in the middle of a text, as a chain needs;
+* each first-hop fact once more after an unrelated fact (``Quenor lives in Vadrim. Zapoth's
+  mentor is Rigux.``, no entity shared): the first hop in the middle of a text too, which a
+  chain's first step needs, without a text that ties it to its subject's other facts. With
+  the first hop inside the profile, students composed the two hops without writing them
+  (35% and 5% on held-out questions, chance 3%, on the generated world of 40 people): the
+  profile's question-and-answer form taught them to carry the middle entity in the
+  subject's answer, and the direct condition stopped measuring what studying adds;
+* the format questions' direct question-answer pairs (``Q: <question> A: <answer>``).
+
+Extras:
 
 * ``atomic``: none;
 * ``teacher_chains`` / ``rule_chains``: step-by-step solutions of the format questions
@@ -24,6 +36,7 @@ counted; the run stops if one is still there).
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,11 +64,36 @@ COMPOSE_CONDITIONS: dict[str, tuple[str, str]] = {
 _TOKENS = re.compile(r"\w+|[^\w\s]+")
 
 
-def _profiles(world: ComposeWorld) -> dict[str, str]:
-    """Entity -> its anchor followed by its own atomic statements (one hop each)."""
+def first_hop_relations(world: ComposeWorld) -> frozenset[str]:
+    """The relations some composition starts with."""
+    return frozenset(c.first for c in world.compositions.values())
+
+
+def profiles(world: ComposeWorld) -> dict[str, str]:
+    """Entity -> its anchor followed by its own atomic statements, first hops left out."""
+    first = first_hop_relations(world)
     out = {e: world.anchor(e, t) for e, t in world.entity_types.items()}
     for fact in world.facts:
-        out[fact.subject] += " " + world.statement(fact)
+        if fact.relation not in first:
+            out[fact.subject] += " " + world.statement(fact)
+    return out
+
+
+def first_hops_in_context(world: ComposeWorld) -> list[str]:
+    """Each first-hop fact after an unrelated sentence (seeded by the world's seed): a fact
+    sharing no entity with it, or, in a world too small for one, another entity's anchor."""
+    rng = random.Random(world.seed)
+    first = first_hop_relations(world)
+    out = []
+    for fact in world.facts:
+        if fact.relation not in first:
+            continue
+        mine = {fact.subject, fact.object}
+        leads = [world.statement(g) for g in world.facts if not mine & {g.subject, g.object}]
+        if not leads:
+            leads = [world.anchor(e, t) for e, t in world.entity_types.items() if e not in mine]
+        lead = rng.choice(leads) if leads else ""
+        out.append(f"{lead} {world.statement(fact)}".strip())
     return out
 
 
@@ -98,7 +136,8 @@ def build_compose_data(world: ComposeWorld, study: ComposeStudy) -> ComposeData:
         return True
 
     base = [world.statement(f) for f in world.facts]
-    base += [qa_text(f"What is {e}?", profile) for e, profile in _profiles(world).items()]
+    base += [qa_text(f"What is {e}?", profile) for e, profile in profiles(world).items()]
+    base += first_hops_in_context(world)
     base += [qa_text(world.question_text(q), q.answer) for q in fmt]
     teacher_chains = [
         chain_qa(world.question_text(q), study.chains[q.id])
