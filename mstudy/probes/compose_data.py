@@ -8,13 +8,13 @@ direct student is expected to fail:
   *except its first hops* (``Q: What is Zapoth? A: Zapoth is a person. Zapoth lives in
   Fadukov. Zapoth works for Brelin.``): the student reads every name in a question and writes
   it in the answer, and meets the second hops in the middle of a text, as a chain needs;
-* each first-hop fact once more after an unrelated fact (``Quenor lives in Vadrim. Zapoth's
-  mentor is Rigux.``, no entity shared): the first hop in the middle of a text too, which a
-  chain's first step needs, without a text that ties it to its subject's other facts. With
-  the first hop inside the profile, students composed the two hops without writing them
-  (35% and 5% on held-out questions, chance 3%, on the generated world of 40 people): the
-  profile's question-and-answer form taught them to carry the middle entity in the
-  subject's answer, and the direct condition stopped measuring what studying adds;
+* each first-hop fact twice more, each time after an unrelated fact (``Quenor lives in
+  Vadrim. Zapoth's mentor is Rigux.``, no entity shared): the first hop mid-text too, as a
+  chain's first step needs it, in no text with its subject's other facts. With the first hop
+  inside the profile, direct students composed the two hops without writing them far more
+  often (35% and 5% on held-out questions against chance 3%, generated world of 40 people):
+  the direct condition then measures the student's own composing, not what studying adds.
+  Some student seeds still do (docs/probe.md, "First hops in texts of their own");
 * the format questions' direct question-answer pairs (``Q: <question> A: <answer>``).
 
 Extras:
@@ -79,9 +79,14 @@ def profiles(world: ComposeWorld) -> dict[str, str]:
     return out
 
 
+FIRST_HOP_CONTEXTS = 2
+"""Texts that hold each first-hop fact after an unrelated sentence."""
+
+
 def first_hops_in_context(world: ComposeWorld) -> list[str]:
-    """Each first-hop fact after an unrelated sentence (seeded by the world's seed): a fact
-    sharing no entity with it, or, in a world too small for one, another entity's anchor."""
+    """Each first-hop fact after unrelated sentences, :data:`FIRST_HOP_CONTEXTS` times (seeded
+    by the world's seed): facts sharing no entity with it, or, in a world too small for one,
+    other entities' anchors."""
     rng = random.Random(world.seed)
     first = first_hop_relations(world)
     out = []
@@ -92,8 +97,8 @@ def first_hops_in_context(world: ComposeWorld) -> list[str]:
         leads = [world.statement(g) for g in world.facts if not mine & {g.subject, g.object}]
         if not leads:
             leads = [world.anchor(e, t) for e, t in world.entity_types.items() if e not in mine]
-        lead = rng.choice(leads) if leads else ""
-        out.append(f"{lead} {world.statement(fact)}".strip())
+        for lead in rng.sample(leads, min(FIRST_HOP_CONTEXTS, len(leads))) or [""]:
+            out.append(f"{lead} {world.statement(fact)}".strip())
     return out
 
 
