@@ -509,7 +509,9 @@ def test_cli_compose_world_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.slow
 def test_compose_probe_with_the_embedded_teacher(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    result = run_compose_probe(teacher="default", people=16, seeds=1, epochs=120, samples=2)
+    result = run_compose_probe(
+        teacher="default", student=StudentConfig(lr=3e-3), samples=2, **SMALL
+    )
     write_compose_outputs(result, tmp_path)
     stats = result.teacher_stats
     assert stats["chains"]["requests"] >= len(
