@@ -86,20 +86,40 @@ FIRST_HOP_CONTEXTS = 2
 def first_hops_in_context(world: ComposeWorld) -> list[str]:
     """Each first-hop fact after unrelated sentences, :data:`FIRST_HOP_CONTEXTS` times (seeded
     by the world's seed): facts sharing no entity with it, or, in a world too small for one,
-    other entities' anchors."""
+    other entities' anchors. Only the chosen leads are rendered: the unrelated facts are the
+    complement of the fact's entities' own facts, sampled by position."""
     rng = random.Random(world.seed)
     first = first_hop_relations(world)
+    facts = world.facts
+    touching: dict[str, set[int]] = {}
+    for i, g in enumerate(facts):
+        touching.setdefault(g.subject, set()).add(i)
+        touching.setdefault(g.object, set()).add(i)
     out = []
-    for fact in world.facts:
+    for fact in facts:
         if fact.relation not in first:
             continue
         mine = {fact.subject, fact.object}
-        leads = [world.statement(g) for g in world.facts if not mine & {g.subject, g.object}]
-        if not leads:
-            leads = [world.anchor(e, t) for e, t in world.entity_types.items() if e not in mine]
-        for lead in rng.sample(leads, min(FIRST_HOP_CONTEXTS, len(leads))) or [""]:
+        excluded = sorted(touching[fact.subject] | touching[fact.object])
+        unrelated = len(facts) - len(excluded)
+        if unrelated:
+            picks = rng.sample(range(unrelated), min(FIRST_HOP_CONTEXTS, unrelated))
+            leads = [world.statement(facts[_skip(j, excluded)]) for j in picks]
+        else:
+            anchors = [world.anchor(e, t) for e, t in world.entity_types.items() if e not in mine]
+            leads = rng.sample(anchors, min(FIRST_HOP_CONTEXTS, len(anchors))) or [""]
+        for lead in leads:
             out.append(f"{lead} {world.statement(fact)}".strip())
     return out
+
+
+def _skip(j: int, excluded: list[int]) -> int:
+    """The position of the ``j``-th fact not in ``excluded`` (sorted positions)."""
+    for e in excluded:
+        if e > j:
+            break
+        j += 1
+    return j
 
 
 def chain_prompt(question: str) -> str:
