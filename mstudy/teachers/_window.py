@@ -7,7 +7,7 @@ By Little's law (``in_flight = throughput * latency``) that is
 top is where the elasticity ``d ln(throughput) / d ln(in flight)`` falls to ``e``: on a
 batching server with a knee (elasticity near 1 below it, 0 above) the knee itself; on one
 that scales sublinearly (a CPU engine: elasticity ``k / (k + n)``) the window where one more
-doubling buys less than 11%. Phases:
+doubling buys less than 7%. Phases:
 
 1. **Slow start.** From a small window, double it once per epoch while the elasticity from
    the last window stays at or above ``e``. A doubling that does not pay is measured once
@@ -20,17 +20,23 @@ doubling buys less than 11%. Phases:
    epochs, probes for one epoch at :data:`PROBE_GAIN` times the cruise (and, every other
    time, below it, while the bucket under the cruise says the window buys little there); the
    probe's epoch joins the memory and the window goes to the best bucket, so a probe that
-   paid is kept and one that did not is undone. Decisions rest on averages over several
-   epochs, compared over steps of half an octave, not on two single noisy epochs; and a
-   curve that flattens and climbs again is climbed by probes, not left where slow start
-   stopped.
-3. **Latency guard (AIMD).** The cruise bucket's latency per token, plus
+   paid is kept (and the next epoch probes on) and one that did not is undone. Buckets are
+   ranked by a lower bound, their power less the epochs' measured spread over the square
+   root of their weight, so one lucky epoch does not pull the window to a bucket measured
+   once. Decisions rest on averages over several epochs, compared over steps of half an
+   octave, not on two single noisy epochs; and a curve that flattens and climbs again is
+   climbed by probes, not left where slow start stopped.
+3. **Latency guard.** The cruise bucket's latency per token, plus
    :data:`LATENCY_TOLERANCE`, is the target. An epoch at the cruise or below it (not a
-   probe) whose latency exceeds the target is not our own window's doing: another client
-   loads the server. The window shrinks by 20% each such epoch and comes back by 10% (at
-   least 1) an epoch once latency is back under it. When three cuts in a row did not bring
-   latency down, the server got slower for everyone: the memory is forgotten and the law
-   measures afresh from there instead of cutting to the floor.
+   probe above it) whose latency exceeds the target is not our own window's doing: another
+   client loads the server. The window shrinks by the overshoot, ``target / latency``
+   (between :data:`OVERLOAD` and :data:`SHRINK` an epoch, as Netflix's gradient limit does),
+   and comes back by 10% (at least 1) an epoch once latency is under the target, at once
+   when it is back near the cruise's own latency (the load has left). It yields at
+   most :data:`YIELD` of the cruise: a client that holds more than its share of the server
+   (or a server slower for everyone) cannot cut it to the floor, and the memory of the calm
+   server is kept, not re-learnt under the load, where more in flight always buys a client
+   more of the server's throughput and a greedy law would climb back over the others.
 
 At any time a 429/503/529 or a timeout halves the window at once (at most once per epoch),
 and the cruise with it.
@@ -65,9 +71,11 @@ __all__ = [
     "WindowTrace",
 ]
 
-KNEE_ELASTICITY = 0.15
+KNEE_ELASTICITY = 0.1
 """The window maximises ``throughput / in_flight ** KNEE_ELASTICITY``: it grows while a
-doubling buys at least ``2 ** 0.15 - 1`` (11%) more throughput."""
+doubling buys at least ``2 ** 0.1 - 1`` (7%) more throughput. (At 0.15, 11%, the top of vLLM's
+CPU curve here sat at 33 in flight, 0.92x of 64's throughput, and one noisy epoch could drop
+the window to 16, 0.80x.)"""
 LATENCY_TOLERANCE = 0.25
 """The steady-state latency target: the cruise bucket's latency per token times ``1 +`` this."""
 MIN_SAMPLES = 8
@@ -89,10 +97,16 @@ PROBE_GAIN = 1.5
 DOWN_ELASTICITY = 0.5
 """Probes go below the cruise too (every other one) while the bucket under it says more in
 flight buys throughput slower than this."""
+NOISE_PACE = 0.2
+"""How fast the pooled estimate of an epoch's noise follows new deviations."""
 GROW = 0.10
+"""The latency guard's additive increase back to the cruise, as a share of the window."""
 SHRINK = 0.80
+"""The latency guard's mildest cut; its deepest is :data:`OVERLOAD`."""
 OVERLOAD = 0.50
-STALE_CUTS = 3
+"""A 429/503/529 or a timeout multiplies the window by this."""
+YIELD = 0.5
+"""The latency guard shrinks the window to this share of the cruise at most."""
 MAX_POINTS = 256
 """Window changes kept in a trace's series (older ones are thinned out)."""
 
@@ -190,6 +204,8 @@ class _Memory:
     def __init__(self) -> None:
         self.cells: dict[int, _Cell] = {}
         self.count = 0
+        self.noise: float | None = None
+        """Variance of one epoch's log throughput around its bucket's average (pooled)."""
 
     def weight(self, cell: _Cell) -> float:
         return cell.weight * FADE ** (self.count - cell.stamp)
@@ -204,6 +220,12 @@ class _Memory:
             cell = self.cells[key] = _Cell(1.0, self.count, *point)
             return cell
         old = min(MAX_WEIGHT - 1.0, self.weight(cell))
+        # the spread of an epoch around its bucket's average: the new epoch's deviation
+        # from an average of weight ``old`` has variance ``noise * (1 + 1 / old)``
+        deviation = (point[2] - cell.ln_t) ** 2 / (1.0 + 1.0 / old)
+        self.noise = (
+            deviation if self.noise is None else self.noise + NOISE_PACE * (deviation - self.noise)
+        )
         total = old + 1.0
         cell.ln_n = (cell.ln_n * old + point[0]) / total
         cell.ln_size = (cell.ln_size * old + point[1]) / total
@@ -217,10 +239,12 @@ class _Memory:
         fresh = [c for c in self.cells.values() if self.weight(c) >= FRESH]
         for key in [k for k, c in self.cells.items() if self.weight(c) < FRESH]:
             del self.cells[key]  # keeps the table small: at most the buckets seen lately
-        return max(fresh, key=lambda c: c.power(elasticity), default=None)
-
-    def forget(self) -> None:
-        self.cells.clear()
+        spread = math.sqrt(self.noise or 0.0)
+        return max(
+            fresh,
+            key=lambda c: c.power(elasticity) - spread / math.sqrt(self.weight(c)),
+            default=None,
+        )
 
 
 class AdaptiveWindow:
@@ -256,7 +280,6 @@ class AdaptiveWindow:
         self._probing = False  # this epoch's window is a probe above the cruise
         self._since_probe = 0
         self._probed_down = False  # the last probe went below the cruise
-        self._cuts: list[_Epoch] = []  # epochs that ended in a latency cut, in a row
         self._cut_this_epoch = False
 
     # -- events ---------------------------------------------------------------------------
@@ -289,10 +312,10 @@ class AdaptiveWindow:
 
     # -- the law --------------------------------------------------------------------------
     def _decide(self, now: _Epoch) -> bool:
-        if not self.slow_start and not self._probing:
-            if self.target is not None and now.latency > self.target:
-                return self._cut(now)
-            self._cuts.clear()
+        guarded = not self.slow_start and not (self._probing and not self._probed_down)
+        if guarded and self.target is not None and now.latency > self.target:
+            self._probing = False  # (a probe above the cruise raises latency itself)
+            return self._yield(now.latency / self.target)
         if now.in_flight < FULL * self.limit:
             return False  # the window was not full (the caller ran short): measure again
         cell = self._memory.add(now)
@@ -300,13 +323,19 @@ class AdaptiveWindow:
             return self._slow_start(cell)
         if self._probing:
             self._probing = False
-            return self._settle(cell)
+            changed = self._settle(cell)
+            if self._cruise == self._size and not self._probed_down:
+                self._since_probe = PROBE_EVERY - 1  # the probe paid: the next epoch probes on
+            return changed
         if self.target is None:  # left slow start on an overload: the first steady epoch
             self._cruise = self._size
             self.target = now.latency * (1 + LATENCY_TOLERANCE)
             return False
-        if self._size < self._cruise:  # coming back after cuts: additive increase
-            return self._grow(self._cruise)
+        if self._size < self._cruise:  # coming back after cuts
+            calm = self.target / (1 + LATENCY_TOLERANCE)  # the cruise's own latency
+            if now.latency <= calm * (1 + LATENCY_TOLERANCE / 2):  # the load has left
+                return self._set(self._cruise)
+            return self._grow(self._cruise)  # some of it is still there: additive increase
         self._since_probe += 1
         if self._since_probe < PROBE_EVERY:
             return self._settle(cell)
@@ -359,21 +388,15 @@ class AdaptiveWindow:
         self._cruise = math.exp(best.ln_size)
         return self._set(self._cruise)
 
-    def _cut(self, now: _Epoch) -> bool:
-        """Latency over the target at the cruise or below it: not our own window's doing.
-        Multiplicative decrease, unless three cuts in a row brought it no lower (the server
-        got slower for everyone: what was learned no longer holds, measure afresh)."""
-        self._cuts.append(now)
-        if len(self._cuts) > STALE_CUTS and now.latency >= 0.9 * self._cuts[0].latency:
-            self._cuts.clear()
-            self._memory.forget()
-            self._memory.add(now)
-            self._cruise = self._size
-            self._since_probe = 0
-            self.target = now.latency * (1 + LATENCY_TOLERANCE)
-            return False
+    def _yield(self, overshoot: float) -> bool:
+        """Latency ``overshoot`` times the target at the cruise or below it: another client
+        loads the server. Shrink by the overshoot (between :data:`OVERLOAD` and
+        :data:`SHRINK`), to :data:`YIELD` of the cruise at most; the memory of the calm
+        server stays, and the window grows back to the cruise once latency is under the
+        target."""
         self._since_probe = 0
-        return self._set(self._size * SHRINK)
+        factor = min(SHRINK, max(OVERLOAD, 1.0 / overshoot))
+        return self._set(max(self._size * factor, min(self._size, self._cruise * YIELD)))
 
     def _grow(self, ceiling: float) -> bool:
         return self._set(min(ceiling, self._size + max(1.0, self._size * GROW)))
