@@ -235,7 +235,8 @@ class _Memory:
         return cell
 
     def best(self, elasticity: float) -> _Cell | None:
-        """The fresh bucket of the highest power (None when there is none)."""
+        """The fresh bucket of the highest power less its noise, ``spread / sqrt(weight)``
+        (a bucket measured once ranks below an equal one measured often); None when none."""
         fresh = [c for c in self.cells.values() if self.weight(c) >= FRESH]
         for key in [k for k, c in self.cells.items() if self.weight(c) < FRESH]:
             del self.cells[key]  # keeps the table small: at most the buckets seen lately
