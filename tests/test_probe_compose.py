@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from mstudy.probes.compose import (
     COMPOSE_DEFAULTS,
+    COMPOSE_STUDENT,
     _score,
     run_compose_probe,
     write_compose_outputs,
@@ -28,7 +30,6 @@ from mstudy.probes.compose_result import ComposeResult
 from mstudy.probes.compose_studying import study_compose
 from mstudy.probes.compose_world import ComposeWorld, TwoHop
 from mstudy.probes.errors import LeakError, WorldError
-from mstudy.probes.student import StudentConfig
 from mstudy.probes.world import Fact
 from mstudy.records import Request
 from mstudy.teachers.scripted import ScriptedTeacher
@@ -36,11 +37,12 @@ from mstudy.teachers.scripted import ScriptedTeacher
 # The small world of the default tier: enough format questions for the student to learn the
 # answer format and to copy names into a chain, small enough to train in seconds a student.
 SMALL: dict[str, Any] = {"people": 24, "epochs": 120, "seeds": 2}
+SMALL_STUDENT = replace(COMPOSE_STUDENT, lr=3e-3)
 
 
 @pytest.fixture(scope="module")
 def rules_result() -> ComposeResult:
-    return run_compose_probe(teacher="rules", student=StudentConfig(lr=3e-3), **SMALL)
+    return run_compose_probe(teacher="rules", student=SMALL_STUDENT, **SMALL)
 
 
 def _held(result: ComposeResult, name: str) -> float:
@@ -63,10 +65,9 @@ def test_two_hops_are_learnt_only_from_chains_or_composed_statements(
     assert rules_result.world["shortcuts"]["shared_first_hop"] == 0
     assert rules_result.world["shortcuts"]["own_fact"] == 0
     assert atomic <= rules_result.chance + 0.1
-    # being told the composition fixes it; writing the chain helps (less than when the
-    # format half held the other composition's chain of the same subject: its first hop)
+    # being told the composition fixes it, and so does writing the chain
     assert connect >= atomic + 0.35
-    assert chains > atomic
+    assert chains >= atomic + 0.35
     # the same number of extra texts that compose nothing does not
     assert control <= atomic + 0.1
     assert control <= rules_result.chance + 0.1
@@ -509,9 +510,7 @@ def test_cli_compose_world_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.slow
 def test_compose_probe_with_the_embedded_teacher(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    result = run_compose_probe(
-        teacher="default", student=StudentConfig(lr=3e-3), samples=2, **SMALL
-    )
+    result = run_compose_probe(teacher="default", student=SMALL_STUDENT, samples=2, **SMALL)
     write_compose_outputs(result, tmp_path)
     stats = result.teacher_stats
     assert stats["chains"]["requests"] >= len(
@@ -527,6 +526,12 @@ def test_compose_probe_with_the_embedded_teacher(tmp_path: Path) -> None:
         "rule_connect",
         "teacher_paraphrases",
     ]
-    assert _held(result, "rule_chains") > _held(result, "atomic")
-    # what the teacher's texts do is measured, not assumed: report it
+    # the embedded teacher's chains and composed statements teach the two hops the student
+    # cannot compose on its own; its paraphrases of single facts do not
+    atomic = _held(result, "atomic")
+    assert atomic <= result.chance + 0.1
+    assert _held(result, "rule_chains") >= atomic + 0.35
+    assert _held(result, "teacher_chains") >= atomic + 0.25
+    assert _held(result, "teacher_connect") >= atomic + 0.25
+    assert _held(result, "teacher_paraphrases") <= result.chance + 0.1
     print(result)

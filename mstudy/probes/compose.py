@@ -38,7 +38,7 @@ from mstudy.probes.training import default_workers, train_students
 from mstudy.strategies.cot import extract_final_answer
 from mstudy.text import normalize
 
-__all__ = ["COMPOSE_DEFAULTS", "run_compose_probe", "write_compose_outputs"]
+__all__ = ["COMPOSE_DEFAULTS", "COMPOSE_STUDENT", "run_compose_probe", "write_compose_outputs"]
 
 COMPOSE_DEFAULTS: dict[str, Any] = {
     "teacher": "default",
@@ -48,6 +48,17 @@ COMPOSE_DEFAULTS: dict[str, Any] = {
     "samples": 2,
 }
 """The defaults of :func:`run_compose_probe` and ``mstudy probe compose``."""
+
+COMPOSE_STUDENT = StudentConfig(layers=1, width=96, train_embeddings=False)
+"""The composition probe's student: one layer, input embeddings left at their random start.
+
+A student that learns its input embeddings composes two facts without writing the middle
+entity whenever it has learnt to copy names (which writing a chain needs): the subject's
+vector comes to hold its mentor's identity in the form a lookup of the mentor reads, and one
+student seed in four then answers a third or more of the held-out questions directly. With
+fixed input embeddings every fact is stored in the single layer's weights, and one layer
+cannot chain two lookups: the student answers a two-hop question only from a chain it
+writes or a composed statement it was told (docs/probe.md, "Copying is the bridge")."""
 
 
 def _score(answer: str, gold: frozenset[str], mode: str) -> bool:
@@ -82,7 +93,8 @@ def run_compose_probe(
             ``relations.toml``/``.json``.
         seeds: student seeds per condition. epochs: student training epochs.
         samples: teacher rounds; a round asks again only what has no accepted text yet.
-        student: student size and training settings. workers: students trained at once.
+        student: student size and training settings (default :data:`COMPOSE_STUDENT`).
+        workers: students trained at once.
         progress: progress lines and bars on stderr.
     """
     if seeds < 1 or epochs < 1 or samples < 1:
@@ -95,7 +107,7 @@ def run_compose_probe(
                 if world_dir is not None
                 else generate_compose_world(people, seed=world_seed)
             )
-    config = StudentConfig(**{**(student or StudentConfig()).to_dict(), "epochs": epochs})
+    config = StudentConfig(**{**(student or COMPOSE_STUDENT).to_dict(), "epochs": epochs})
     study = study_compose(world, teacher, samples=samples, seed=world_seed, progress=progress)
     times.update(study.times)
     data = build_compose_data(world, study)

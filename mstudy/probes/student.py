@@ -1,12 +1,13 @@
 """The probe's student: a tiny causal transformer trained from scratch on CPU.
 
-GPT-2 architecture (2 layers, width 64 by default) with **untied** input and output embeddings
-(tied ones leak reverse answers for one-token entities: learning to *predict* B after A moves
-B's input vector too), a word-level tokenizer built from the world's vocabulary, and a plain
-torch training loop (AdamW). The loss covers every token of every training sequence (statements,
-anchors and question-answer pairs alike), like ordinary language-model pre-training. Answers
-are read by greedy decoding and compared with the gold entity (exact match after
-normalisation).
+GPT-2 architecture (2 layers, width 64 by default; the composition probe's has one layer,
+width 96 and fixed input embeddings: ``mstudy.probes.compose.COMPOSE_STUDENT``) with
+**untied** input and output embeddings (tied ones leak reverse answers for one-token
+entities: learning to *predict* B after A moves B's input vector too), a word-level tokenizer
+built from the world's vocabulary, and a plain torch training loop (AdamW). The loss covers
+every token of every training sequence (statements, anchors and question-answer pairs
+alike), like ordinary language-model pre-training. Answers are read by greedy decoding and
+compared with the gold entity (exact match after normalisation).
 
 torch, transformers and tokenizers are imported only when a function here runs.
 """
@@ -75,6 +76,9 @@ class StudentConfig:
     warmup_steps: int = 50
     dropout: float = 0.0
     threads: int = 1
+    train_embeddings: bool = True
+    """Learn the input embeddings; ``False`` keeps their random initial values, so every fact
+    lives in the transformer's own weights (the composition probe's student)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +137,7 @@ def train_student(
     previous = _set_threads(config.threads)
     try:
         model = build_model(tokenizer, config, max_len, seed)
+        model.transformer.wte.weight.requires_grad_(config.train_embeddings)
         sequences = [[tokenizer.bos_id, *tokenizer.encode(t), tokenizer.eos_id] for t in texts]
         too_long = [t for t, s in zip(texts, sequences, strict=True) if len(s) > max_len]
         if too_long:
@@ -141,7 +146,9 @@ def train_student(
         steps_per_epoch = math.ceil(len(sequences) / config.batch_size)
         total = max(1, steps_per_epoch * config.epochs)
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.lr,
+            weight_decay=config.weight_decay,
         )
         warmup = min(config.warmup_steps, total // 10 + 1)
 
