@@ -6,15 +6,19 @@ from typing import Any
 
 import pytest
 
-from mstudy.probes.compose import COMPOSE_STUDENT
-from mstudy.probes.student import StudentConfig, WordTokenizer, answer_questions, train_student
+from mstudy.probes.compose import COMPOSE_STUDENT, run_compose_probe
+from mstudy.probes.student import (
+    StudentConfig,
+    WordTokenizer,
+    answer_questions,
+    build_model,
+    train_student,
+)
 
 TEXTS = ["Zapoth's mentor is Rigux.", "Rigux lives in Fadukov.", "Q: Who mentors Zapoth? A: Rigux"]
 
 
 def _train(config: StudentConfig) -> tuple[Any, Any, WordTokenizer]:
-    from mstudy.probes.student import build_model
-
     tokenizer = WordTokenizer(TEXTS)
     before = build_model(tokenizer, config, max_len=24, seed=0)
     after = train_student(TEXTS, tokenizer, config, seed=0, max_len=24)
@@ -39,8 +43,6 @@ def test_fixed_input_embeddings_stay_as_initialised(train_embeddings: bool) -> N
 
 def test_the_compose_probe_trains_its_own_student_by_default() -> None:
     pytest.importorskip("torch")
-    from mstudy.probes.compose import run_compose_probe
-
     result = run_compose_probe(teacher="rules", people=8, seeds=1, epochs=1)
     student = result.settings["student"]
     assert student == {**COMPOSE_STUDENT.to_dict(), "epochs": 1}
