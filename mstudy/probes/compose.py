@@ -57,9 +57,9 @@ entity whenever it has learnt to copy names (which writing a chain needs): the s
 vector comes to hold its mentor's identity in the form a lookup of the mentor reads, and one
 student seed in four then answers a third or more of the held-out questions directly. With
 fixed input embeddings every fact is stored in the single layer's weights, and one layer
-cannot chain two lookups: what composing is left goes through an attention head's linear map,
-which few seeds learn (atomic only 3.5% and 8.6% on two pairs of world seeds, against 14.1%
-before; docs/probe.md, "Copying is the bridge")."""
+cannot chain two lookups: what composing is left most likely goes through an attention
+head's linear map, which few seeds learn (atomic only 3.5% and 8.6% on two pairs of world
+seeds, against 14.1% before; docs/probe.md, "Copying is the bridge")."""
 
 
 def _score(answer: str, gold: frozenset[str], mode: str) -> bool:
