@@ -325,6 +325,25 @@ def test_study_keeps_only_verified_chains_and_subject_first_statements() -> None
     assert len(study.paraphrases) == len(study.connected)
 
 
+def test_chains_open_with_the_first_fact_as_far_as_its_subject(tmp_path: Path) -> None:
+    """The chain's prefill restates the first fact in the world's own form: the subject alone
+    where the form starts with it, "The advisor of Ann Vel0" where it does not."""
+    seen: dict[str, str | None] = {}
+
+    def reply(request: Request) -> str:
+        if request.strategy == "cot":
+            seen[request.source_id] = request.prefill
+        return "-"
+
+    own = load_compose_world(_write_world(tmp_path, _own_spec(), _own_facts()), seed=1)
+    study_compose(own, ScriptedTeacher(reply), samples=1)
+    assert seen and all(seen[q.id] == f"The advisor of {q.subject}" for q in own.format_questions)
+    seen.clear()
+    builtin = generate_compose_world(8, seed=0)
+    study_compose(builtin, ScriptedTeacher(reply), samples=1)
+    assert seen and all(seen[q.id] == q.subject for q in builtin.format_questions)
+
+
 def test_connect_keeps_only_role_keeping_statements_and_grades_all_in_three_parts() -> None:
     """A teacher whose statements drop the first hop (false), restate the second fact
     (undecided: true but nothing composed), or name a wrong mentor (false): link_check keeps

@@ -46,7 +46,7 @@ CHAIN_EXAMPLES: tuple[tuple[dict[str, str], str], ...] = (
                 "Tarvin's coach is Oskelo. Oskelo was born in Quorth.",
                 "Where was Tarvin's coach born?",
             ),
-            "subject": "Tarvin",
+            "opening": "Tarvin",
         },
         "Tarvin's coach is Oskelo. Oskelo was born in Quorth. Final answer: Quorth",
     ),
@@ -56,7 +56,7 @@ CHAIN_EXAMPLES: tuple[tuple[dict[str, str], str], ...] = (
                 "Sela's landlord is Dunmore. Dunmore owns Brightwell.",
                 "What does Sela's landlord own?",
             ),
-            "subject": "Sela",
+            "opening": "Sela",
         },
         "Sela's landlord is Dunmore. Dunmore owns Brightwell. Final answer: Brightwell",
     ),
@@ -69,12 +69,13 @@ CHAIN_SYSTEM = (
 
 
 class ChainFromFacts(ChainOfThought):
-    """``cot`` with the reply prefilled with the question's subject (a small model then
-    restates the facts in order), one line, checked against the gold ``answer``."""
+    """``cot`` with the reply prefilled with its ``opening``, the first fact as far as its
+    subject ("Zapoth", "The advisor of Ann Vel": a small model then restates the facts in
+    order), one line, checked against the gold ``answer``."""
 
-    # cot declares its one optional role as a 1-tuple; this adds the subject for the prefill
-    optional_roles = ("answer", "subject")  # type: ignore[assignment]
-    prefill = "{{ subject or '' }}"
+    # cot declares its one optional role as a 1-tuple; this adds the opening for the prefill
+    optional_roles = ("answer", "opening")  # type: ignore[assignment]
+    prefill = "{{ opening or '' }}"
     template = "{{ question }}"
     system = CHAIN_SYSTEM
     examples = CHAIN_EXAMPLES

@@ -102,10 +102,18 @@ def _chain_records(world: ComposeWorld, questions: Sequence[TwoHop]) -> list[dic
             "id": q.id,
             "question": chain_question(world.facts_text(q), world.question_text(q)),
             "answer": q.answer,
-            "subject": q.subject,
+            "opening": _opening(world.statement(q.paths[0][0]), q.subject),
         }
         for q in questions
     ]
+
+
+def _opening(statement: str, subject: str) -> str:
+    """``statement`` as far as ``subject`` ("The advisor of Ann Vel" of "The advisor of Ann
+    Vel is Prof Kor."): the chain's prefill, so the teacher restates the first fact in the
+    world's own form whether or not it starts with the subject."""
+    at = statement.find(subject)
+    return statement[: at + len(subject)] if at >= 0 else subject
 
 
 def _chain_filters(questions: Sequence[TwoHop]) -> list[Any]:
