@@ -102,18 +102,19 @@ def _chain_records(world: ComposeWorld, questions: Sequence[TwoHop]) -> list[dic
             "id": q.id,
             "question": chain_question(world.facts_text(q), world.question_text(q)),
             "answer": q.answer,
-            "opening": _opening(world.statement(q.paths[0][0]), q.subject),
+            "opening": _opening(world.relations[q.paths[0][0].relation].forward, q.subject),
         }
         for q in questions
     ]
 
 
-def _opening(statement: str, subject: str) -> str:
-    """``statement`` as far as ``subject`` ("The advisor of Ann Vel" of "The advisor of Ann
-    Vel is Prof Kor."): the chain's prefill, so the teacher restates the first fact in the
-    world's own form whether or not it starts with the subject."""
-    at = statement.find(subject)
-    return statement[: at + len(subject)] if at >= 0 else subject
+def _opening(forward: str, subject: str) -> str:
+    """The first fact's ``forward`` form as far as its subject ("The advisor of Ann Vel" of
+    "The advisor of {subject} is {object}."): the chain's prefill, so the teacher restates the
+    first fact in the world's own form whether or not it starts with the subject. A world's
+    forms name the subject before the object (checked on load), so the prefill never holds
+    the middle entity."""
+    return forward.split("{subject}", 1)[0] + subject
 
 
 def _chain_filters(questions: Sequence[TwoHop]) -> list[Any]:
