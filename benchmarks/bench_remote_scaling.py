@@ -399,11 +399,7 @@ def load_average() -> str:
 _STUB_MAIN = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-import openai_stub
 from openai_stub import StubServer
-# Headers and body go out in two writes: without this, Nagle's algorithm and the client's
-# delayed ACK add ~40 ms to every answer, and the stub, not the client, sets the pace.
-openai_stub._Handler.disable_nagle_algorithm = True
 with StubServer(("smollm2",)) as stub:
     stub.default_directives = "@delay=" + sys.argv[2]
     print(stub.url, flush=True)

@@ -81,6 +81,7 @@ def _reply(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # as real servers do: no 40 ms wait on a small reply
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

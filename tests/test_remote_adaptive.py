@@ -188,6 +188,7 @@ class _Queueing(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as real servers do: no 40 ms wait on a small reply
     server: _Queueing
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -281,10 +282,11 @@ def test_adaptive_settles_near_the_knee_of_a_queueing_server(knee8: _Queueing) -
         (stats,) = adaptive.endpoint_stats()
     window = stats.window
     assert window["mode"] == "adaptive"
-    # The knee is 8; the law lands within twice that (see its test above), a little more
-    # when the client's own delays on a busy machine add latency that more requests hide.
-    assert 5 <= window["mean"] <= 24, window
-    assert window["min"] <= window["final"] <= window["max"] <= 32
+    # The knee is 8; the law lands within twice that (see its test above). (With Nagle's
+    # algorithm on, the server's 40 ms delayed-ACK stall on every reply made more requests
+    # in flight look worth it: the window sat at 16-36 on a busy machine.)
+    assert 5 <= window["mean"] <= 16, window
+    assert window["min"] <= window["final"] <= window["max"] <= 24
     with RemoteTeacher("m", base_url=url, concurrency=64, timeout=30) as fixed:
         fixed_rate, fixed_p95 = timed(fixed, requests(240))
     assert rate >= 0.8 * fixed_rate  # the same throughput as a window 8 times larger ...
