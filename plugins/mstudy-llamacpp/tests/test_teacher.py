@@ -24,6 +24,7 @@ from mstudy import (
 from mstudy import plugins as registry
 
 from mstudy_llamacpp import LlamaCppTeacher
+from mstudy_llamacpp.teacher import built_with_amx
 
 FACTS = [
     {
@@ -260,6 +261,34 @@ def test_raw_prompt_for_models_without_a_template(llama_cpp: None) -> None:
         assert raw.prompt_text(request) == "User: Name one colour.\n\nAssistant:"
         (reply,) = raw.generate([request])
     assert reply.ok and "\nUser:" not in reply.text
+
+
+AMX_HOST_INFO = (
+    "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX_VNNI = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | "
+    "BMI2 = 1 | AVX512 = 1 | AVX512_VBMI = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | "
+    "AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | "
+)
+
+
+def test_an_amx_build_is_recognised_from_the_system_info() -> None:
+    assert built_with_amx(AMX_HOST_INFO)
+    assert not built_with_amx(AMX_HOST_INFO.replace("AMX_INT8 = 1", "AMX_INT8 = 0"))
+    assert not built_with_amx(AMX_HOST_INFO.replace("AMX_INT8 = 1 | ", ""))
+    assert not built_with_amx("")
+
+
+def test_loading_warns_exactly_when_llama_cpp_has_amx_kernels(
+    llama_cpp: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    import llama_cpp as bindings
+
+    amx = built_with_amx(bindings.llama_print_system_info().decode())
+    with caplog.at_level("WARNING", logger="mstudy_llamacpp"), LlamaCppTeacher(n_ctx=256) as t:
+        t.load()
+    warned = [r for r in caplog.records if "AMX" in r.getMessage()]
+    assert len(warned) == int(amx)
+    if warned:
+        assert "-DGGML_NATIVE=OFF" in warned[0].getMessage()
 
 
 def test_a_prompt_too_long_fails_alone_naming_the_request(llama_cpp: None) -> None:

@@ -46,6 +46,30 @@ IMPL_VERSION = 1
 _INSTALL = "pip install 'mstudy-llamacpp[llama]'"
 
 
+_NO_AMX_BUILD = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON '
+    '-DGGML_F16C=ON" pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python'
+)
+
+
+def built_with_amx(system_info: str) -> bool:
+    """Whether llama.cpp's system info (``llama_print_system_info``) says it was compiled
+    with Intel AMX kernels (a native build on Sapphire Rapids or later)."""
+    return "AMX_INT8 = 1" in system_info
+
+
+def _warn_if_amx(llama_cpp: Any) -> None:
+    """llama.cpp's AMX kernels have crashed with SIGSEGV in the first decode (SmolLM2's
+    Q4_1, llama.cpp issue 20824) and give wrong results for Q4_0/Q4_1 (its PR 16315): a
+    crash no Python code can catch, so say so before the model loads."""
+    if built_with_amx(llama_cpp.llama_print_system_info().decode(errors="replace")):
+        log.warning(
+            "this llama.cpp was built with AMX kernels, which can crash (SIGSEGV) or give "
+            "wrong results with Q4_0/Q4_1 models; if it does, rebuild it without: %s",
+            _NO_AMX_BUILD,
+        )
+
+
 def _describe(request: Request) -> str:
     """Names a request in error messages: its key, strategy, sample and record."""
     strategy = request.strategy or "no strategy"
@@ -161,12 +185,14 @@ class LlamaCppTeacher:
         if self._llama is not None:
             return self._llama
         try:
+            import llama_cpp
             from llama_cpp import Llama
         except ImportError as exc:
             raise TeacherError(
                 f"the llamacpp teacher needs llama-cpp-python, which cannot be imported "
                 f"({exc}); install it with: {_INSTALL}"
             ) from exc
+        _warn_if_amx(llama_cpp)
         kwargs: dict[str, Any] = {
             "n_ctx": self.n_ctx,
             "n_threads": self.n_threads,
