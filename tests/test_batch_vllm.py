@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_teacher_vllm import SERVED_NAME, vllm_missing, vllm_venv
+from test_teacher_vllm import EXACT_DTYPE, SERVED_NAME, vllm_missing, vllm_venv
 
 from mstudy.records import GenerationParams, Message, Request
 from mstudy.teachers.batch_files import BatchResult, completion_for, read_results, write_input
@@ -57,7 +57,7 @@ def test_vllm_run_batch_answers_the_batch_file_and_results_map_back(tmp_path: Pa
         str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.run_batch",
         "-i", str(batch_in), "-o", str(batch_out),
         "--model", str(venv / "models" / "smollm2"), "--served-model-name", SERVED_NAME,
-        "--dtype", "bfloat16", "--max-model-len", "1024", "--enforce-eager",
+        "--dtype", EXACT_DTYPE, "--max-model-len", "1024", "--enforce-eager",
     ]  # fmt: skip
     done = subprocess.run(
         command, env=env, capture_output=True, timeout=600, start_new_session=True

@@ -64,7 +64,7 @@ def vllm_url() -> Iterator[str]:
         if os.environ.get("MSTUDY_REQUIRE_VLLM") == "1":
             pytest.fail(f"MSTUDY_REQUIRE_VLLM=1 but {reason}")
         pytest.skip(reason)
-    with vllm_server() as url:
+    with vllm_server(dtype="bfloat16") as url:  # the curve DESIGN.md measured
         fixed(url, 4, requests(4))  # warm-up
         yield url
 
@@ -121,7 +121,7 @@ def test_adaptive_settles_near_the_best_fixed_window_and_backs_off_under_load(
 def test_two_servers_spread_the_requests_and_lose_nothing(vllm_url: str) -> None:
     batch = requests(64, offset=500)
     one = fixed(vllm_url, 32, batch)
-    with vllm_server() as second:
+    with vllm_server(dtype="bfloat16") as second:
         fixed(second, 4, requests(4))  # warm-up
         with RemoteTeacher(
             SERVED_NAME, base_url=[vllm_url, second], concurrency=16, timeout=600

@@ -26,6 +26,12 @@ from mstudy.teachers.remote import RemoteTeacher
 
 REPO = Path(__file__).resolve().parent.parent
 SERVED_NAME = "smollm2"
+EXACT_DTYPE = "float32"
+"""The dtype of the vLLM runs whose answers are checked. In bfloat16 on a CPU with AMX,
+vLLM's CPU build runs attention through its AMX kernels (block sizes are multiples of 32
+there, so they cannot be avoided), and SmolLM2 answered "What is the capital of France?"
+with "L'Étoile, la Marseillaise, la femme, ..." where float32, and transformers in bfloat16
+on the same machine, say "The capital of France is Paris." Throughput tests keep bfloat16."""
 pytestmark = pytest.mark.slow
 
 
@@ -51,7 +57,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def vllm_server(
-    *, port: int | None = None, startup_timeout: float | None = None, kv_cache_gb: int = 2
+    *,
+    port: int | None = None,
+    startup_timeout: float | None = None,
+    kv_cache_gb: int = 2,
+    dtype: str = EXACT_DTYPE,
 ) -> Iterator[str]:
     """Start vLLM's OpenAI server on 127.0.0.1, yield its base URL (``.../v1``), stop it."""
     venv = vllm_venv()
@@ -67,7 +77,7 @@ def vllm_server(
         str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(venv / "models" / "smollm2"),
         "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "bfloat16", "--max-model-len", "2048",
+        "--dtype", dtype, "--max-model-len", "2048",
         "--served-model-name", SERVED_NAME, "--enforce-eager",
         # Chunked prefill splits a prompt when many arrive at once (~64 here); the CPU build
         # then rewinds a seeded request's generator, which CPU generators cannot do, and the

@@ -176,7 +176,7 @@ def run(teacher: VLLMTeacher, workdir: Path) -> dict[str, Any]:
         "[teacher]",
         'name = "vllm"',
         f"model = {json.dumps(teacher.model)}",
-        'dtype = "bfloat16"',
+        'dtype = "float32"',
         "max_model_len = 1024",
         "enforce_eager = true",
         "kv_cache_gb = 1",
@@ -200,7 +200,8 @@ def main() -> None:
     mode, model, out_path = sys.argv[1:4]
     workdir = Path(sys.argv[4]) if len(sys.argv) > 4 else Path(out_path).parent
     common: dict[str, Any] = {
-        "dtype": "bfloat16",
+        # float32: its answers are checked (see EXACT_DTYPE in tests/test_teacher_vllm.py)
+        "dtype": "float32",
         "max_model_len": 1024,
         "enforce_eager": True,
         "kv_cache_gb": 1,
