@@ -167,7 +167,10 @@ def servers(base_urls: Sequence[str], count: int) -> Iterator[list[str]]:
     print(f"starting {count} vLLM server(s) ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        urls = [stack.enter_context(vllm_server(startup_timeout=600)) for _ in range(count)]
+        urls = [
+            stack.enter_context(vllm_server(startup_timeout=600, dtype="bfloat16"))
+            for _ in range(count)
+        ]
         print(f"ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         yield urls
 

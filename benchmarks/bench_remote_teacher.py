@@ -85,7 +85,7 @@ def server(base_url: str | None) -> Iterator[str]:
         raise SystemExit(f"{reason} (or pass --base-url)")
     print("starting vLLM ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    with vllm_server(startup_timeout=300) as url:
+    with vllm_server(startup_timeout=300, dtype="bfloat16") as url:
         print(f"vLLM ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         yield url
 

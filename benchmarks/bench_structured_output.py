@@ -110,7 +110,7 @@ def vllm_url() -> Iterator[str | None]:
         print(f"vLLM server skipped: {reason}")
         yield None
         return
-    with vllm_server(startup_timeout=400) as url:
+    with vllm_server(startup_timeout=400, dtype="bfloat16") as url:
         yield url
 
 
